@@ -1,0 +1,94 @@
+"""Training throughput: tokens/s, model FLOP/s against this machine's measured matmul peak, peak memory.
+
+    python benchmarks/bench_train.py                       # tiny preset on the CPU
+    python benchmarks/bench_train.py --preset record --accum 8 --steps 10   # one GPU, the seed's batch
+
+Runs the real training step (pgolf.train.trainer.Trainer.train_step) on the builtin corpus
+(built into --data if missing). Prints a table and writes benchmarks/results/train_<preset>_<device>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import matmul_peak, sync, table, write_result  # noqa: E402
+
+from pgolf.config import load_config  # noqa: E402
+from pgolf.model.flops import training_flops_per_token  # noqa: E402
+
+
+def ensure_data(path: Path) -> Path:
+    if not (path / "manifest.json").is_file():
+        from pgolf.data.builtin import build_builtin
+
+        build_builtin(path, log=lambda *a, **k: None)
+    return path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="tiny")
+    ap.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "pgolf-bench-builtin"))
+    ap.add_argument("--steps", type=int, default=10, help="timed steps")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation, caches)")
+    ap.add_argument("--accum", type=int, default=0, help="gradient accumulation steps (0 = preset)")
+    ap.add_argument("--set", dest="sets", action="append", default=[])
+    ap.add_argument("--out")
+    args = ap.parse_args()
+
+    sets = list(args.sets) + ["train.warmup_steps=0", "train.checkpoint_every=0"]
+    if args.accum:
+        sets.append(f"train.grad_accum_steps={args.accum}")
+    cfg = load_config(args.preset, sets, environ={})
+    from pgolf.train.trainer import Trainer
+
+    data = ensure_data(Path(args.data))
+    with tempfile.TemporaryDirectory() as tmp:
+        tr = Trainer(cfg, data, Path(tmp) / "run", show_progress=False)
+        tr.state.ema = {k: v.detach().float().clone() for k, v in tr.model.state_dict().items()}
+        dev = tr.device
+        tr.fwd.train()
+        for _ in range(args.warmup):
+            tr.train_step(1.0)
+        sync(dev)
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            tr.train_step(1.0)
+        sync(dev)
+        dt = (time.perf_counter() - t0) / args.steps
+        tr.files.close()
+        compiled, attention, accum = tr.compiled, tr.attention, tr.accum
+    tokens = cfg.train.train_batch_tokens
+    fpt = training_flops_per_token(cfg.model, cfg.train.train_seq_len)
+    achieved = fpt * tokens / dt
+    peak = matmul_peak(dev)
+    mem = (torch.cuda.max_memory_allocated(dev) if dev.type == "cuda"
+           else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    result = {
+        "device": str(dev), "preset": args.preset, "overrides": args.sets, "compiled": compiled,
+        "attention": attention, "grad_accum_steps": accum, "tokens_per_step": tokens,
+        "seq_len": cfg.train.train_seq_len, "step_ms": dt * 1000, "tokens_per_s": tokens / dt,
+        "flops_per_token": fpt, "achieved_flops": achieved, "matmul_peak": peak,
+        "utilisation": achieved / peak["flops"], "peak_memory_bytes": mem,
+    }
+    print(table([[args.preset, str(dev), f"{dt * 1000:.1f}", f"{tokens / dt:,.0f}", f"{fpt / 1e6:.2f}",
+                  f"{achieved / 1e9:.1f}", f"{peak['flops'] / 1e9:.1f} ({peak['dtype']})",
+                  f"{100 * result['utilisation']:.1f}%", f"{mem / 2**20:,.0f}"]],
+                ["preset", "device", "step ms", "tokens/s", "MFLOP/token", "GFLOP/s", "matmul peak GFLOP/s",
+                 "of peak", "peak MiB"]))
+    name = f"train_{args.preset}_{dev.type}"
+    print(f"wrote {write_result(name, result, args.out)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,475 @@
+"""The one typed configuration of pgolf.
+
+Precedence, lowest first: the dataclass defaults (the seed's values), a TOML
+preset, the challenge's environment variables (``NUM_LAYERS=9`` ...), then
+``--set section.field=value`` on the command line. Everything is read here, once;
+the rest of the code receives a `Config` and never looks at the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+from pgolf.errors import ConfigError
+
+try:  # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+PRESET_DIR = Path(__file__).parent / "presets"
+
+SEED_CONTROL_PATTERNS = (
+    "attn_scale", "attn_scales", "mlp_scale", "mlp_scales", "resid_mix", "resid_mixes", "q_gain",
+    "skip_weight", "skip_weights", "smear", "dtg_gate", "ve_layer_scales", "ve_shared.scale",
+)  # fmt: skip
+
+
+def _f(default: Any, env: str | None = None, help: str = "") -> Any:
+    """A dataclass field carrying its challenge environment-variable name."""
+    if isinstance(default, (list, dict, tuple)):
+        return field(default_factory=lambda d=default: d, metadata={"env": env, "help": help})
+    return field(default=default, metadata={"env": env, "help": help})
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int = _f(1024, "VOCAB_SIZE", "must equal the tokenizer's vocabulary")
+    num_layers: int = _f(11, "NUM_LAYERS")
+    model_dim: int = _f(512, "MODEL_DIM")
+    num_heads: int = _f(8, "NUM_HEADS")
+    num_kv_heads: int = _f(4, "NUM_KV_HEADS", "must divide num_heads (GQA)")
+    mlp_mult: float = _f(3.0, "MLP_MULT", "MLP hidden = int(mlp_mult * model_dim)")
+    tie_embeddings: bool = _f(True, "TIE_EMBEDDINGS")
+    tied_embed_init_std: float = _f(0.005, "TIED_EMBED_INIT_STD")
+    rope_base: float = _f(10000.0, "ROPE_BASE")
+    rope_dims: int = _f(16, "ROPE_DIMS", "rotated channels per head, 0 = all")
+    rope_ref_len: int = _f(1024, None, "NTK base rescaling applies above this length (seed: 1024)")
+    logit_softcap: float = _f(30.0, "LOGIT_SOFTCAP")
+    qk_gain_init: float = _f(4.0, "QK_GAIN_INIT")
+    bigram_vocab_size: int = _f(1024, "BIGRAM_VOCAB_SIZE", "0 disables BigramHash")
+    bigram_dim: int = _f(128, "BIGRAM_DIM")
+    xsa_last_n: int = _f(11, "XSA_LAST_N", "XSA on the last N layers")
+    ln_scale: bool = _f(True, "LN_SCALE", "1/sqrt(layer+1) scaling of block inputs")
+    dtg_enabled: bool = _f(False, "DTG_ENABLED")
+    ve_enabled: bool = _f(True, "VE_ENABLED")
+    ve_dim: int = _f(128, "VE_DIM")
+    ve_layers: tuple[int, ...] = _f((9, 10), "VE_LAYERS")
+    vrl_enabled: bool = _f(True, "VRL_ENABLED")
+    mtp_num_heads: int = _f(0, "MTP_NUM_HEADS")
+    mtp_loss_weight: float = _f(0.2, "MTP_LOSS_WEIGHT")
+    embed_dtype: str = _f("bfloat16", None, "storage dtype of the embedding tables (seed: bfloat16)")
+    control_patterns: tuple[str, ...] = _f(SEED_CONTROL_PATTERNS, "CONTROL_TENSOR_NAME_PATTERNS")
+
+    @property
+    def head_dim(self) -> int:
+        return self.model_dim // self.num_heads
+
+    @property
+    def mlp_hidden(self) -> int:
+        return int(self.mlp_mult * self.model_dim)
+
+    @property
+    def xsa_layers(self) -> list[int]:
+        return list(range(max(0, self.num_layers - self.xsa_last_n), self.num_layers))
+
+
+@dataclass
+class TrainConfig:
+    seed: int = _f(1337, "SEED")
+    run_id: str = _f("", "RUN_ID")
+    iterations: int = _f(20000, "ITERATIONS")
+    warmdown_iters: int = _f(3500, "WARMDOWN_ITERS")
+    warmup_steps: int = _f(20, "WARMUP_STEPS", "compile warm-up steps, run then undone")
+    train_batch_tokens: int = _f(786432, "TRAIN_BATCH_TOKENS")
+    train_seq_len: int = _f(2048, "TRAIN_SEQ_LEN")
+    grad_accum_steps: int = _f(0, "GRAD_ACCUM_STEPS", "0 = seed rule: 8 // world_size (min 1)")
+    max_wallclock_seconds: float = _f(600.0, "MAX_WALLCLOCK_SECONDS", "<= 0 disables the cap")
+    val_loss_every: int = _f(4000, "VAL_LOSS_EVERY", "0 = only at the end")
+    val_batch_size: int = _f(524288, "VAL_BATCH_SIZE")
+    val_max_tokens: int = _f(0, None, "periodic validation on the first N targets only (0 = all)")
+    train_log_every: int = _f(500, "TRAIN_LOG_EVERY")
+    ema_enabled: bool = _f(True, None)
+    ema_decay: float = _f(0.997, None)
+    swa_enabled: bool = _f(False, "SWA_ENABLED", "apply the SWA average (seed: collected, never used)")
+    swa_every: int = _f(50, "SWA_EVERY")
+    swa_threshold: float = _f(0.2, None, "collect SWA while the LR multiplier is below this")
+    qat_enabled: bool = _f(False, "QAT_ENABLED")
+    late_qat_threshold: float = _f(0.15, "LATE_QAT_THRESHOLD", "0 disables late QAT")
+    checkpoint_every: int = _f(1000, None, "steps between checkpoints (0 = none)")
+    keep_checkpoints: int = _f(2, None)
+
+
+@dataclass
+class OptimConfig:
+    embed_lr: float = _f(0.6, "EMBED_LR")
+    head_lr: float = _f(0.008, "HEAD_LR")
+    tied_embed_lr: float = _f(0.035, "TIED_EMBED_LR")
+    matrix_lr: float = _f(0.025, "MATRIX_LR")
+    scalar_lr: float = _f(0.025, "SCALAR_LR")
+    muon_momentum: float = _f(0.99, "MUON_MOMENTUM")
+    muon_backend_steps: int = _f(5, "MUON_BACKEND_STEPS")
+    muon_dtype: str = _f(
+        "auto", None, "Newton-Schulz dtype: auto (bf16 on CUDA as the seed, fp32 on CPU) | bfloat16 | float32"
+    )
+    muon_momentum_warmup_start: float = _f(0.92, "MUON_MOMENTUM_WARMUP_START")
+    muon_momentum_warmup_steps: int = _f(1500, "MUON_MOMENTUM_WARMUP_STEPS")
+    beta1: float = _f(0.9, "BETA1")
+    beta2: float = _f(0.95, "BETA2")
+    adam_eps: float = _f(1e-8, "ADAM_EPS")
+    grad_clip_norm: float = _f(0.3, "GRAD_CLIP_NORM", "<= 0 disables")
+    muon_wd: float = _f(0.04, "MUON_WD")
+    adam_wd: float = _f(0.04, "ADAM_WD")
+
+
+@dataclass
+class EvalConfig:
+    seq_len: int = _f(2048, "EVAL_SEQ_LEN", "<= 0 means train.train_seq_len")
+    stride: int = _f(96, "EVAL_STRIDE")
+    batch_seqs: int = _f(32, None, "windows (or sequences) per batch")
+    slot_enabled: bool = _f(True, "SLOT_ENABLED", "include two-pass SLOT in `pgolf run`")
+    slot_steps: int = _f(24, "SLOT_STEPS")
+    slot_lr: float = _f(0.012, "SLOT_LR")
+    slot_lr_min: float = _f(0.001, "SLOT_LR_MIN")
+    slot_batch_seqs: int = _f(32, "SLOT_BATCH_SEQS")
+    slot_schedule: str = _f("seed", None, "seed: cos(pi*i/steps), never reaches the minimum; exact: ends at it")
+    slot_impl: str = _f("scored", None, "scored: logits only where loss is taken; full: whole window (seed)")
+    causal_steps: int = _f(24, None, "causal SLOT: AdamW steps per window on its scored context")
+    causal_lr: float = _f(0.012, None)
+    causal_lr_min: float = _f(0.001, None)
+    causal_context: int = _f(0, None, "fit on the last K context positions only (0 = all)")
+    causal_bias: bool = _f(True, None, "also fit a per-window logit bias")
+    ttt_chunk_tokens: int = _f(32768, "TTT_CHUNK_TOKENS")
+    ttt_lr: float = _f(0.002, "TTT_LR")
+    ttt_epochs: int = _f(3, "TTT_EPOCHS")
+    ttt_momentum: float = _f(0.9, "TTT_MOMENTUM")
+    ttt_batch_seqs: int = _f(32, "TTT_BATCH_SEQS")
+    ttt_grad_clip: float = _f(1.0, "TTT_GRAD_CLIP")
+    ttt_freeze_blocks: int = _f(0, "TTT_FREEZE_BLOCKS")
+
+
+@dataclass
+class DataConfig:
+    data_path: str = _f("./data/datasets/fineweb10B_sp1024", "DATA_PATH")
+    tokenizer_path: str = _f("", "TOKENIZER_PATH", "empty: the data directory's tokenizer.model")
+
+
+@dataclass
+class RuntimeConfig:
+    device: str = _f("auto", None, "auto | cpu | cuda | cuda:N")
+    compile: str = _f("auto", None, "auto (on for CUDA) | on | off")
+    autocast: str = _f("auto", None, "auto (bf16 on CUDA) | bf16 | off")
+    attention: str = _f("auto", None, "auto (FlashAttention-3 if installed) | sdpa | fa3")
+    num_threads: int = _f(0, None, "CPU threads, 0 = torch default")
+
+
+SECTIONS = ("model", "train", "optim", "eval", "data", "runtime")
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    preset: str = ""
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ views
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"preset": self.preset}
+        for s in SECTIONS:
+            out[s] = {
+                k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(getattr(self, s)).items()
+            }
+        out["overrides"] = dict(self.overrides)
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Config:
+        cfg = cls(preset=str(d.get("preset", "")), overrides=dict(d.get("overrides", {})))
+        for s in SECTIONS:
+            for k, v in (d.get(s) or {}).items():
+                _assign(cfg, f"{s}.{k}", v, source="config")
+        validate(cfg)
+        return cfg
+
+    @property
+    def eval_seq_len(self) -> int:
+        return self.eval.seq_len if self.eval.seq_len > 0 else self.train.train_seq_len
+
+
+# --------------------------------------------------------------------------- field tables
+def _section_fields(section: str) -> dict[str, dataclasses.Field]:
+    cls = type(getattr(Config(), section))
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _all_fields() -> dict[str, tuple[str, dataclasses.Field]]:
+    """Map 'section.field' to its Field."""
+    out = {}
+    for s in SECTIONS:
+        for name, f in _section_fields(s).items():
+            out[f"{s}.{name}"] = (s, f)
+    return out
+
+
+def env_names() -> dict[str, str]:
+    """Challenge environment-variable name -> 'section.field'."""
+    return {f.metadata["env"]: key for key, (_, f) in _all_fields().items() if f.metadata.get("env")}
+
+
+def resolve_key(key: str) -> str:
+    """Accept 'section.field', a bare field name (if unique) or an env name."""
+    fields = _all_fields()
+    if key in fields:
+        return key
+    if key.upper() in env_names() and key.isupper():
+        return env_names()[key]
+    matches = [k for k in fields if k.split(".", 1)[1] == key]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise ConfigError(f"config key '{key}' is ambiguous: use one of {', '.join(matches)}")
+    raise ConfigError(f"unknown config key '{key}'")
+
+
+# --------------------------------------------------------------------------- parsing
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _coerce(key: str, typ: Any, value: Any) -> Any:
+    origin = get_origin(typ)
+    try:
+        if typ is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, int) and value in (0, 1):
+                return bool(value)
+            s = str(value).strip().lower()
+            if s in _TRUE:
+                return True
+            if s in _FALSE:
+                return False
+            raise ValueError
+        if typ is int:
+            if isinstance(value, bool):
+                raise ValueError
+            if isinstance(value, float):
+                if not value.is_integer():
+                    raise ValueError
+                return int(value)
+            return int(str(value).strip())
+        if typ is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if typ is str:
+            return str(value)
+        if origin is tuple:
+            (inner, _ellipsis) = get_args(typ)
+            items = [x for x in re.split(r"[,\s]+", value.strip()) if x] if isinstance(value, str) else list(value)
+            return tuple(_coerce(key, inner, x) for x in items)
+    except (TypeError, ValueError):
+        pass
+    tname = getattr(typ, "__name__", str(typ))
+    raise ConfigError(f"{key}: cannot read {value!r} as {tname}")
+
+
+def _assign(cfg: Config, key: str, value: Any, source: str) -> None:
+    key = resolve_key(key)
+    section, name = key.split(".", 1)
+    obj = getattr(cfg, section)
+    typ = get_type_hints(type(obj))[name]
+    setattr(obj, name, _coerce(key, typ, value))
+    if source != "config":
+        cfg.overrides[key] = {"value": getattr(obj, name), "source": source}
+
+
+def _load_toml(name_or_path: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    p = Path(name_or_path)
+    if not p.suffix:
+        p = PRESET_DIR / f"{name_or_path}.toml"
+    if not p.is_file():
+        known = ", ".join(sorted(x.stem for x in PRESET_DIR.glob("*.toml")))
+        raise ConfigError(f"preset '{name_or_path}' not found (built-in presets: {known})")
+    if str(p) in seen:
+        raise ConfigError(f"preset {p}: 'extends' forms a cycle")
+    try:
+        data = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"preset {p}: invalid TOML ({e})") from None
+    base = data.pop("extends", None)
+    if base:
+        merged = _load_toml(base, (*seen, str(p)))
+        for s, vals in data.items():
+            if isinstance(vals, dict):
+                merged.setdefault(s, {}).update(vals)
+            else:
+                merged[s] = vals
+        return merged
+    return data
+
+
+def load_config(
+    preset: str = "record",
+    sets: Iterable[str] = (),
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Build a validated Config: preset, then environment names, then --set items."""
+    cfg = Config(preset=preset)
+    data = _load_toml(preset)
+    for s, vals in data.items():
+        if s not in SECTIONS or not isinstance(vals, dict):
+            raise ConfigError(f"preset {preset}: unknown section [{s}] (sections: {', '.join(SECTIONS)})")
+        for k, v in vals.items():
+            if f"{s}.{k}" not in _all_fields():
+                raise ConfigError(f"preset {preset}: unknown field {s}.{k}")
+            _assign(cfg, f"{s}.{k}", v, source="config")
+    environ = os.environ if environ is None else environ
+    for env, key in env_names().items():
+        if env in environ:
+            _assign(cfg, key, environ[env], source=f"env:{env}")
+    for item in sets:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got '{item}'")
+        k, v = item.split("=", 1)
+        _assign(cfg, k.strip(), v.strip(), source="--set")
+    validate(cfg)
+    return cfg
+
+
+# --------------------------------------------------------------------------- validation
+def _need(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+def validate(cfg: Config) -> None:
+    """Refuse impossible configs before anything runs; every message names the field."""
+    m = cfg.model
+    _need(m.num_layers >= 1, f"model.num_layers must be >= 1, got {m.num_layers}")
+    _need(m.num_heads >= 1, f"model.num_heads must be >= 1, got {m.num_heads}")
+    _need(m.num_kv_heads >= 1, f"model.num_kv_heads must be >= 1, got {m.num_kv_heads}")
+    _need(
+        m.model_dim % m.num_heads == 0,
+        f"model.model_dim={m.model_dim} is not divisible by model.num_heads={m.num_heads}",
+    )
+    _need(m.head_dim % 2 == 0, f"model.model_dim/num_heads = {m.head_dim}: the head dim must be even for RoPE")
+    _need(
+        m.num_heads % m.num_kv_heads == 0,
+        f"model.num_kv_heads={m.num_kv_heads} does not divide model.num_heads={m.num_heads}",
+    )
+    _need(
+        0 <= m.rope_dims <= m.head_dim,
+        f"model.rope_dims={m.rope_dims} must be between 0 and the head dim ({m.head_dim})",
+    )
+    _need(m.rope_dims % 2 == 0, f"model.rope_dims={m.rope_dims} must be even")
+    _need(
+        m.rope_dims == 0 or m.rope_dims > 2 or m.rope_dims == m.head_dim,
+        f"model.rope_dims={m.rope_dims}: NTK rescaling needs more than 2 rotated channels",
+    )
+    _need(m.rope_ref_len >= 1, f"model.rope_ref_len must be >= 1, got {m.rope_ref_len}")
+    _need(2 <= m.vocab_size <= 65536, f"model.vocab_size={m.vocab_size} must be in [2, 65536] (uint16 shards)")
+    _need(m.mlp_hidden >= 1, f"model.mlp_mult={m.mlp_mult} gives an empty MLP")
+    _need(m.logit_softcap > 0, f"model.logit_softcap must be > 0, got {m.logit_softcap}")
+    _need(
+        0 <= m.xsa_last_n <= m.num_layers, f"model.xsa_last_n={m.xsa_last_n} is out of range for {m.num_layers} layers"
+    )
+    _need(
+        m.bigram_vocab_size == 0 or m.bigram_vocab_size >= 2,
+        f"model.bigram_vocab_size={m.bigram_vocab_size} must be 0 (off) or >= 2",
+    )
+    _need(m.bigram_vocab_size == 0 or m.bigram_dim >= 1, f"model.bigram_dim={m.bigram_dim} must be >= 1")
+    if m.ve_enabled:
+        _need(m.ve_dim >= 1, f"model.ve_dim={m.ve_dim} must be >= 1")
+        for layer in m.ve_layers:
+            _need(
+                0 <= layer < m.num_layers, f"model.ve_layers: layer {layer} is out of range for {m.num_layers} layers"
+            )
+        _need(len(set(m.ve_layers)) == len(m.ve_layers), "model.ve_layers lists a layer twice")
+    _need(m.mtp_num_heads >= 0, f"model.mtp_num_heads must be >= 0, got {m.mtp_num_heads}")
+    _need(
+        m.embed_dtype in ("float32", "bfloat16"),
+        f"model.embed_dtype must be float32 or bfloat16, got {m.embed_dtype!r}",
+    )
+
+    t = cfg.train
+    _need(t.train_seq_len >= 1, f"train.train_seq_len must be >= 1, got {t.train_seq_len}")
+    _need(
+        t.train_batch_tokens >= t.train_seq_len and t.train_batch_tokens % t.train_seq_len == 0,
+        f"train.train_batch_tokens={t.train_batch_tokens} must be a positive multiple of "
+        f"train.train_seq_len={t.train_seq_len}",
+    )
+    _need(t.iterations >= 0, f"train.iterations must be >= 0, got {t.iterations}")
+    _need(t.warmup_steps >= 0, f"train.warmup_steps must be >= 0, got {t.warmup_steps}")
+    _need(t.grad_accum_steps >= 0, f"train.grad_accum_steps must be >= 0, got {t.grad_accum_steps}")
+    _need(0.0 < t.ema_decay < 1.0, f"train.ema_decay must be in (0, 1), got {t.ema_decay}")
+    _need(t.swa_every >= 1, f"train.swa_every must be >= 1, got {t.swa_every}")
+    _need(t.val_batch_size >= 1, f"train.val_batch_size must be >= 1, got {t.val_batch_size}")
+    _need(t.checkpoint_every >= 0, f"train.checkpoint_every must be >= 0, got {t.checkpoint_every}")
+    _need(t.keep_checkpoints >= 1, f"train.keep_checkpoints must be >= 1, got {t.keep_checkpoints}")
+
+    o = cfg.optim
+    _need(o.muon_backend_steps >= 1, f"optim.muon_backend_steps must be >= 1, got {o.muon_backend_steps}")
+    _need(o.muon_momentum_warmup_steps >= 0, "optim.muon_momentum_warmup_steps must be >= 0")
+    _need(
+        o.muon_dtype in ("auto", "bfloat16", "float32"),
+        f"optim.muon_dtype must be auto, bfloat16 or float32, got {o.muon_dtype!r}",
+    )
+    for name in ("embed_lr", "head_lr", "tied_embed_lr", "matrix_lr", "scalar_lr", "muon_wd", "adam_wd"):
+        _need(getattr(o, name) >= 0, f"optim.{name} must be >= 0, got {getattr(o, name)}")
+
+    e = cfg.eval
+    S = cfg.eval_seq_len
+    _need(S >= 1, f"eval.seq_len must give a positive window, got {S}")
+    _need(1 <= e.stride <= S, f"eval.stride={e.stride} must be between 1 and the eval window ({S})")
+    for name in ("batch_seqs", "slot_batch_seqs", "ttt_batch_seqs"):
+        _need(getattr(e, name) >= 1, f"eval.{name} must be >= 1, got {getattr(e, name)}")
+    _need(e.slot_steps >= 0, f"eval.slot_steps must be >= 0, got {e.slot_steps}")
+    _need(e.causal_steps >= 0, f"eval.causal_steps must be >= 0, got {e.causal_steps}")
+    _need(e.causal_context >= 0, f"eval.causal_context must be >= 0, got {e.causal_context}")
+    _need(e.slot_schedule in ("seed", "exact"), f"eval.slot_schedule must be seed or exact, got {e.slot_schedule!r}")
+    _need(e.slot_impl in ("scored", "full"), f"eval.slot_impl must be scored or full, got {e.slot_impl!r}")
+    _need(e.ttt_chunk_tokens >= 1, f"eval.ttt_chunk_tokens must be >= 1, got {e.ttt_chunk_tokens}")
+    _need(e.ttt_epochs >= 0, f"eval.ttt_epochs must be >= 0, got {e.ttt_epochs}")
+    _need(
+        0 <= e.ttt_freeze_blocks <= m.num_layers,
+        f"eval.ttt_freeze_blocks={e.ttt_freeze_blocks} is out of range for {m.num_layers} layers",
+    )
+
+    r = cfg.runtime
+    _need(
+        re.fullmatch(r"auto|cpu|cuda(:\d+)?", r.device) is not None,
+        f"runtime.device must be auto, cpu, cuda or cuda:N, got {r.device!r}",
+    )
+    _need(r.compile in ("auto", "on", "off"), f"runtime.compile must be auto, on or off, got {r.compile!r}")
+    _need(r.autocast in ("auto", "bf16", "off"), f"runtime.autocast must be auto, bf16 or off, got {r.autocast!r}")
+    _need(r.attention in ("auto", "sdpa", "fa3"), f"runtime.attention must be auto, sdpa or fa3, got {r.attention!r}")
+    _need(r.num_threads >= 0, f"runtime.num_threads must be >= 0, got {r.num_threads}")
+
+
+def grad_accum_for(cfg: Config, world_size: int) -> int:
+    """Accumulation steps for a world size; the seed's rule 8 // W, lifted to any W."""
+    t = cfg.train
+    accum = t.grad_accum_steps or max(1, 8 // world_size)
+    per_micro = t.train_batch_tokens // (world_size * accum)
+    _need(
+        t.train_batch_tokens % (world_size * accum) == 0 and per_micro % t.train_seq_len == 0 and per_micro > 0,
+        f"train.train_batch_tokens={t.train_batch_tokens} cannot be split into {world_size} ranks x "
+        f"{accum} accumulation steps of whole train.train_seq_len={t.train_seq_len} sequences",
+    )
+    return accum
+
+
+def available_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))

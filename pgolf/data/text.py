@@ -1,0 +1,307 @@
+"""Datasets from documents: local text files (`pgolf data text`) and the shared writer.
+
+Inputs, in the order given: a `.jsonl` file is one document per line (a JSON
+object with a string `text` field; blank lines are skipped), any other file is
+one document, and a directory contributes its `.txt` and `.jsonl` files,
+recursively, in sorted path order. Empty documents are skipped. As in the
+challenge's export, the first N documents are the validation split and the rest
+the training split; the tokenizer (unless given) is trained on the training
+documents only.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+
+from pgolf.data.bpb import build_byte_tables
+from pgolf.data.manifest import (
+    DocumentHasher,
+    check_target,
+    file_hashes,
+    new_manifest,
+    staged_directory,
+    write_manifest,
+)
+from pgolf.data.shards import MAX_SHARD_TOKENS, shard_name, write_shard
+from pgolf.data.stats import stream_counts, unigram_bpb, val_target_histogram
+from pgolf.data.tokenizer import (
+    BOS_ID,
+    TOKENIZER_NAME,
+    check_challenge_ids,
+    document_unk_report,
+    file_sha256,
+    load_tokenizer,
+    train_tokenizer,
+)
+from pgolf.errors import DataError
+
+DIR_SUFFIXES = (".txt", ".jsonl")
+ENCODE_BATCH_BYTES = 1 << 22  # documents are encoded in batches of about this much text
+DEFAULT_VAL_FRACTION = 0.05
+MAX_DEFAULT_VAL_DOCS = 50_000  # the challenge's validation split size
+
+
+class ShardWriter:
+    """Append documents' tokens to one split; shards are cut purely by size (SPEC 2.2)."""
+
+    def __init__(self, out_dir: str | Path, split: str, shard_tokens: int = MAX_SHARD_TOKENS) -> None:
+        if not 0 < shard_tokens <= MAX_SHARD_TOKENS:
+            raise DataError(f"shard_tokens={shard_tokens}: must be in 1..{MAX_SHARD_TOKENS}")
+        self.out_dir, self.split, self.shard_tokens = Path(out_dir), split, shard_tokens
+        self._buf: list[np.ndarray] = []
+        self._buffered = 0
+        self.paths: list[Path] = []
+        self.tokens = 0
+        self.docs = 0
+
+    def add(self, tokens: Sequence[int] | np.ndarray) -> None:
+        arr = np.asarray(tokens, dtype=np.int64)
+        if arr.size and (int(arr.min()) < 0 or int(arr.max()) > 0xFFFF):
+            raise DataError(f"{self.out_dir}: token ids must fit in uint16")
+        self._buf.append(arr.astype(np.uint16))
+        self._buffered += arr.size
+        self.tokens += arr.size
+        self.docs += 1
+        while self._buffered >= self.shard_tokens:
+            self._flush(self.shard_tokens)
+
+    def _flush(self, n: int) -> None:
+        data = np.concatenate(self._buf) if self._buf else np.zeros(0, np.uint16)
+        path = self.out_dir / shard_name(self.split, len(self.paths))
+        write_shard(path, data[:n])
+        self.paths.append(path)
+        rest = data[n:]
+        self._buf = [rest] if rest.size else []
+        self._buffered = int(rest.size)
+
+    def close(self) -> list[Path]:
+        if self._buffered:
+            self._flush(self._buffered)
+        return self.paths
+
+
+def _batches(docs: Iterable[str], max_bytes: int = ENCODE_BATCH_BYTES) -> Iterator[list[str]]:
+    batch: list[str] = []
+    size = 0
+    for d in docs:
+        batch.append(d)
+        size += len(d)
+        if size >= max_bytes:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def _non_empty(docs: Iterable[str]) -> Iterator[str]:
+    return (d for d in docs if d and not d.isspace())
+
+
+def write_document_dataset(
+    out: str | Path,
+    *,
+    kind: str,
+    train_docs: Callable[[], Iterable[str]],
+    val_docs: Callable[[], Iterable[str]],
+    vocab_size: int | None = 1024,
+    tokenizer: str | Path | None = None,
+    source: dict | None = None,
+    force: bool = False,
+    shard_tokens: int = MAX_SHARD_TOKENS,
+    num_threads: int = 2,
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Tokenize documents into a dataset directory (shards, tokenizer.model, manifest.json).
+
+    `train_docs`/`val_docs` are called each time the documents are needed (once
+    to train the tokenizer, once to encode), so they can stream from disk.
+    Returns the manifest.
+    """
+    say = log or (lambda _msg: None)
+    out = check_target(out, force)
+    with staged_directory(out, force) as tmp:
+        tok_path = tmp / TOKENIZER_NAME
+        if tokenizer is not None:
+            sp = load_tokenizer(tokenizer, vocab_size)
+            check_challenge_ids(sp, tokenizer)
+            shutil.copyfile(tokenizer, tok_path)
+        else:
+            say(f"training a {vocab_size or 1024}-token BPE tokenizer on the train documents")
+            train_tokenizer(_non_empty(train_docs()), tok_path, vocab_size or 1024, num_threads=num_threads)
+            sp = load_tokenizer(tok_path, vocab_size or 1024)
+        vocab = int(sp.vocab_size())
+        if vocab > 65536:
+            raise DataError(f"{tokenizer}: vocabulary of {vocab} ids does not fit the uint16 shard format")
+        tables = build_byte_tables(sp, vocab)
+
+        hashers = {"val": DocumentHasher(), "train": DocumentHasher()}
+        combined = DocumentHasher()
+        report: dict[str, int] = {}
+        writers = {}
+        for split, docs_fn in (("val", val_docs), ("train", train_docs)):
+            say(f"encoding {split} documents")
+            w = ShardWriter(tmp, split, shard_tokens)
+            for batch in _batches(_non_empty(docs_fn())):
+                encoded = sp.encode(batch, num_threads=num_threads)
+                for text, ids in zip(batch, encoded):
+                    hashers[split].update(text)
+                    combined.update(text)
+                    w.add([BOS_ID, *ids])
+                if split == "val":
+                    for k, v in document_unk_report(sp, batch, tables, encoded).items():
+                        report[k] = report.get(k, 0) + v
+            w.close()
+            if w.docs == 0:
+                raise DataError(f"{out}: empty {split} split (no non-empty {split} documents)")
+            writers[split] = w
+
+        val = stream_counts(writers["val"].paths, tables, vocab)
+        train = stream_counts(writers["train"].paths, None, vocab)
+        if val["bytes"] != report["counted_bytes"]:  # the stream and per-document counts must agree
+            raise AssertionError(f"val bytes {val['bytes']} != per-document {report['counted_bytes']}")
+        counts = {
+            "train_tokens": writers["train"].tokens,
+            "val_tokens": writers["val"].tokens,
+            "train_docs": writers["train"].docs,
+            "val_docs": writers["val"].docs,
+            "val_bytes": val["bytes"],
+            "val_reference_bytes": report["reference_bytes"],
+            "val_unk_tokens": report["unk_tokens"],
+            "val_unk_bytes_uncounted": report["uncounted_bytes"],
+            "train_shards": len(writers["train"].paths),
+            "val_shards": len(writers["val"].paths),
+            "unigram_bpb": unigram_bpb(train["histogram"], val_target_histogram(val), val["bytes"]),
+        }
+        fingerprint = {
+            "sha256": combined.hexdigest(),
+            "order": "validation documents, then training documents; each UTF-8, length-prefixed",
+            "val_sha256": hashers["val"].hexdigest(),
+            "train_sha256": hashers["train"].hexdigest(),
+            "documents": combined.count,
+            **(source or {}),
+        }
+        manifest = new_manifest(kind, vocab, counts, file_sha256(tok_path), fingerprint)
+        manifest["files"] = file_hashes(tmp)
+        write_manifest(tmp, manifest)
+        say(
+            f"{kind}: {counts['train_tokens']:,} train tokens ({counts['train_docs']:,} docs), "
+            f"{counts['val_tokens']:,} val tokens ({counts['val_docs']:,} docs, {counts['val_bytes']:,} bytes)"
+        )
+    return manifest
+
+
+# --- local text inputs ------------------------------------------------------------------------------
+
+
+def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
+    """Input files in order: given files as is, directories' .txt/.jsonl files sorted."""
+    files: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(
+                (
+                    f
+                    for f in p.rglob("*")
+                    if f.is_file()
+                    and f.suffix in DIR_SUFFIXES
+                    and not any(part.startswith(".") for part in f.relative_to(p).parts)
+                ),
+                key=lambda f: f.relative_to(p).as_posix(),
+            )
+            if not found:
+                raise DataError(f"{p}: directory has no .txt or .jsonl files")
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise DataError(f"{p}: input not found")
+    return files
+
+
+def _decode(path: Path, data: bytes, where: str = "") -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}{where}: not UTF-8 text (invalid byte at offset {e.start})") from None
+
+
+def iter_documents(files: Sequence[Path], field: str = "text") -> Iterator[tuple[str, str]]:
+    """(name, text) for every non-empty document of the input files, in order."""
+    for path in files:
+        if path.suffix == ".jsonl":
+            with open(path, "rb") as f:
+                for lineno, raw in enumerate(f, 1):
+                    line = _decode(path, raw, f":{lineno}").strip()
+                    if not line:
+                        continue
+                    try:
+                        obj = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise DataError(f"{path}:{lineno}: malformed JSON line ({e.msg})") from None
+                    if not isinstance(obj, dict) or not isinstance(obj.get(field), str):
+                        raise DataError(f"{path}:{lineno}: expected a JSON object with a string {field!r} field")
+                    text = obj[field]
+                    if text.strip():
+                        yield f"{path}:{lineno}", text
+        else:
+            text = _decode(path, path.read_bytes())
+            if text.strip():
+                yield str(path), text
+
+
+def build_text(
+    inputs: Sequence[str | Path],
+    out: str | Path,
+    *,
+    tokenizer: str | Path | None = None,
+    vocab_size: int | None = None,
+    val_docs: int | None = None,
+    field: str = "text",
+    force: bool = False,
+    shard_tokens: int = MAX_SHARD_TOKENS,
+    num_threads: int = 2,
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Write a dataset from local text; returns its manifest.
+
+    `val_docs` defaults to 5% of the documents (at least 1, at most 50,000).
+    Without `tokenizer`, one of `vocab_size` (default 1024) ids is trained.
+    """
+    check_target(out, force)
+    files = expand_inputs(inputs)
+    n = sum(1 for _ in iter_documents(files, field))
+    if n < 2:
+        where = ", ".join(map(str, inputs))
+        raise DataError(f"{where}: need at least 2 non-empty documents (1 val + 1 train), found {n}")
+    if val_docs is None:
+        val_docs = min(MAX_DEFAULT_VAL_DOCS, max(1, round(n * DEFAULT_VAL_FRACTION)))
+    if not 0 < val_docs < n:
+        raise DataError(f"--val-docs={val_docs}: must be between 1 and {n - 1} for {n} documents")
+    if tokenizer is None and vocab_size is None:
+        vocab_size = 1024
+    if log:
+        log(f"text: {n} documents from {len(files)} file(s); first {val_docs} are validation")
+
+    def texts() -> Iterator[str]:
+        return (t for _, t in iter_documents(files, field))
+
+    return write_document_dataset(
+        out,
+        kind="text",
+        train_docs=lambda: islice(texts(), val_docs, None),
+        val_docs=lambda: islice(texts(), val_docs),
+        vocab_size=vocab_size,
+        tokenizer=tokenizer,
+        source={"description": "local text", "inputs": [str(p) for p in inputs], "files": len(files)},
+        force=force,
+        shard_tokens=shard_tokens,
+        num_threads=num_threads,
+        log=log,
+    )

@@ -1,0 +1,169 @@
+"""`evaluate`: one entry point for every evaluation method.
+
+Each method scores every target of the (prepared) stream exactly once, in one process
+or split across torchrun ranks, with the same result either way: batches are formed
+globally in stream order and only whole batches are handed to ranks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+
+import numpy as np
+import torch
+
+from pgolf.config import Config, validate
+from pgolf.data.bpb import ByteTables
+from pgolf.errors import ConfigError, DataError
+from pgolf.eval.common import SCORE_FIRST, EvalResult, Timer, make_result, prepare_stream, rank_world
+from pgolf.eval.plain import evaluate_plain
+from pgolf.eval.sliding import evaluate_sliding
+from pgolf.eval.slot import evaluate_slot
+from pgolf.eval.slot_causal import evaluate_slot_causal
+from pgolf.eval.ttt import evaluate_ttt
+from pgolf.eval.windows import check_geometry
+
+METHODS = tuple(SCORE_FIRST)  # plain, sliding, slot, slot-causal, ttt
+
+
+def canonical_method(method: str) -> str:
+    m = method.strip().lower().replace("_", "-")
+    if m not in SCORE_FIRST:
+        raise ConfigError(f"unknown evaluation method {method!r} (choose from {', '.join(METHODS)})")
+    return m
+
+
+def method_params(method: str, cfg: Config) -> dict:
+    """The settings a method's number depends on (recorded in its result)."""
+    e = cfg.eval
+    out: dict = {"seq_len": cfg.eval_seq_len, "batch_seqs": e.batch_seqs}
+    if method != "plain":
+        out["stride"] = e.stride
+    if method == "slot":
+        out.update(batch_seqs=e.slot_batch_seqs, slot_steps=e.slot_steps, slot_lr=e.slot_lr,
+                   slot_lr_min=e.slot_lr_min, slot_schedule=e.slot_schedule, slot_impl=e.slot_impl)  # fmt: skip
+    elif method == "slot-causal":
+        out.update(batch_seqs=e.slot_batch_seqs, causal_steps=e.causal_steps, causal_lr=e.causal_lr,
+                   causal_lr_min=e.causal_lr_min, causal_context=e.causal_context, causal_bias=e.causal_bias,
+                   slot_schedule=e.slot_schedule)  # fmt: skip
+    elif method == "ttt":
+        out.update(ttt_chunk_tokens=e.ttt_chunk_tokens, ttt_lr=e.ttt_lr, ttt_epochs=e.ttt_epochs,
+                   ttt_momentum=e.ttt_momentum, ttt_batch_seqs=e.ttt_batch_seqs, ttt_grad_clip=e.ttt_grad_clip,
+                   ttt_freeze_blocks=e.ttt_freeze_blocks)  # fmt: skip
+    return out
+
+
+def check_settings(method: str, cfg: Config, n_targets: int) -> None:
+    """The config's own validation (every field, with its name) plus the stream's geometry."""
+    validate(cfg)
+    if method != "plain":
+        check_geometry(n_targets, cfg.eval_seq_len, cfg.eval.stride)
+
+
+def check_vocab(model, tokens: np.ndarray, tables: ByteTables) -> None:
+    vocab = int(model.config.vocab_size)
+    if len(tokens) and int(np.max(tokens)) >= vocab:
+        top = int(np.max(tokens))
+        raise DataError(f"validation token id {top} is outside the model's vocabulary ({vocab}): wrong data or model")
+    if tables.size < vocab:
+        raise DataError(f"the tokenizer's byte tables cover {tables.size} ids, the model has {vocab}: wrong tokenizer")
+
+
+class _Compiled:
+    """torch.compile'd hidden-state function that falls back to eager if compilation fails on its first call."""
+
+    def __init__(self, fn):
+        self.eager = fn
+        self.compiled = torch.compile(fn, dynamic=False)
+        self.ok: bool | None = None
+
+    def __call__(self, x):
+        if self.ok is False:
+            return self.eager(x)
+        try:
+            out = self.compiled(x)
+        except Exception as e:  # noqa: BLE001 - a missing compiler toolchain must not stop an evaluation
+            if self.ok:
+                raise
+            self.ok = False
+            warnings.warn(f"torch.compile failed ({type(e).__name__}: {e}); evaluating eagerly", stacklevel=2)
+            return self.eager(x)
+        self.ok = True
+        return out
+
+
+def _hidden_fn(model, cfg: Config, device: torch.device):
+    """The model's hidden-state function, compiled when runtime.compile asks for it (auto: on CUDA)."""
+    mode = cfg.runtime.compile
+    if mode == "on" or (mode == "auto" and device.type == "cuda"):
+        return _Compiled(model.forward_hidden)
+    return model.forward_hidden
+
+
+def evaluate(
+    model,
+    method: str,
+    tokens: np.ndarray,
+    tables: ByteTables,
+    cfg: Config,
+    device: torch.device | str,
+    *,
+    max_tokens: int | None = None,
+    record: bool = False,
+    progress=False,
+    autocast: str = "auto",
+) -> tuple[EvalResult, np.ndarray | None]:
+    """Score `tokens` (the whole validation stream) with `method`.
+
+    `max_tokens` N scores exactly the first N targets; otherwise the stream is cut to
+    whole windows of the eval length as the seed does. With `record`, the NLL (nats) of
+    every scored target in stream order is returned as well (on every rank).
+    `progress`: True for a bar on stderr (rank 0, terminals only), or an object with update(n).
+    `autocast`: "auto" follows cfg.runtime.autocast (bf16 on CUDA), "bf16" or "off".
+    """
+    method = canonical_method(method)
+    device = torch.device(device)
+    seq_len = cfg.eval_seq_len
+    stream = prepare_stream(np.asarray(tokens), seq_len, max_tokens)
+    n_targets = len(stream) - 1
+    check_settings(method, cfg, n_targets)
+    check_vocab(model, stream, tables)
+    if autocast == "auto":
+        autocast = cfg.runtime.autocast
+    e = cfg.eval
+    rank, _ = rank_world()
+    with contextlib.ExitStack() as stack:
+        bar = progress
+        if progress is True or progress is False:
+            from pgolf.cliutil import progress as make_bar
+
+            bar = stack.enter_context(make_bar(n_targets, method, enabled=bool(progress) and rank == 0, unit="tok"))
+        common = {"device": device, "autocast": autocast, "record": record, "progress": bar}
+        with Timer(device) as t:
+            if method == "plain":
+                hidden = _hidden_fn(model, cfg, device)
+                totals = evaluate_plain(model, stream, tables, seq_len, e.batch_seqs,
+                                        logits_fn=lambda x: model.compute_logits(hidden(x)), **common)  # fmt: skip
+            elif method == "sliding":
+                totals = evaluate_sliding(model, stream, tables, seq_len, e.stride, e.batch_seqs,
+                                          hidden_fn=_hidden_fn(model, cfg, device), **common)  # fmt: skip
+            elif method == "slot":
+                totals = evaluate_slot(model, stream, tables, seq_len, e.stride, e.slot_batch_seqs,
+                                       steps=e.slot_steps, lr=e.slot_lr, lr_min=e.slot_lr_min,
+                                       schedule=e.slot_schedule, impl=e.slot_impl,
+                                       hidden_fn=_hidden_fn(model, cfg, device), **common)  # fmt: skip
+            elif method == "slot-causal":
+                totals = evaluate_slot_causal(model, stream, tables, seq_len, e.stride, e.slot_batch_seqs,
+                                              steps=e.causal_steps, lr=e.causal_lr, lr_min=e.causal_lr_min,
+                                              schedule=e.slot_schedule, context=e.causal_context,
+                                              use_bias=e.causal_bias,
+                                              hidden_fn=_hidden_fn(model, cfg, device), **common)  # fmt: skip
+            else:
+                totals = evaluate_ttt(model, stream, tables, seq_len, e.stride, e.batch_seqs,
+                                      chunk_tokens=e.ttt_chunk_tokens, lr=e.ttt_lr, epochs=e.ttt_epochs,
+                                      momentum=e.ttt_momentum, train_batch_seqs=e.ttt_batch_seqs,
+                                      grad_clip=e.ttt_grad_clip, freeze_blocks=e.ttt_freeze_blocks,
+                                      **common)  # fmt: skip
+    result = make_result(method, totals, t.seconds, device, method_params(method, cfg), max_tokens)
+    return result, totals.nll

@@ -1,0 +1,216 @@
+"""What every evaluator shares: the validation stream, the score accumulator, results.
+
+Conventions: the stream `tokens` holds N+1 tokens; target i (0 <= i < N) is
+tokens[i+1], predicted from tokens[:i+1]; its byte count uses tokens[i] as the
+previous token. Every evaluator scores each target of the stream exactly once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from pgolf import dist
+from pgolf.data.bpb import ByteTables, bpb, target_bytes
+from pgolf.errors import DataError
+
+# Methods whose score of a target is fixed before anything has seen that target.
+SCORE_FIRST = {"plain": True, "sliding": True, "slot": False, "slot-causal": True, "ttt": True}
+
+
+def prepare_stream(tokens: np.ndarray, seq_len: int, max_tokens: int | None = None) -> np.ndarray:
+    """The stream an evaluation scores.
+
+    With `max_tokens` N: exactly the first N targets (first N+1 tokens). Without: the
+    seed's truncation to whole `seq_len` sequences, so full-split numbers match the seed's.
+    """
+    if max_tokens is not None:
+        if max_tokens < 1:
+            raise DataError(f"--max-tokens must be >= 1, got {max_tokens}")
+        if len(tokens) < max_tokens + 1:
+            raise DataError(
+                f"--max-tokens {max_tokens} needs {max_tokens + 1} validation tokens; the split has {len(tokens)}"
+            )
+        return tokens[: max_tokens + 1]
+    usable = ((len(tokens) - 1) // seq_len) * seq_len
+    if usable <= 0:
+        raise DataError(f"validation split too short for seq_len={seq_len} ({len(tokens)} tokens)")
+    return tokens[: usable + 1]
+
+
+def autocast_context(device: torch.device, mode: str = "auto"):
+    """bf16 autocast on CUDA (the seed's numerics), fp32 on CPU."""
+    if device.type == "cuda" and mode in ("auto", "bf16"):
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def to_device_ids(tokens: np.ndarray, device: torch.device) -> Tensor:
+    return torch.from_numpy(np.asarray(tokens, dtype=np.int64)).to(device, non_blocking=True)
+
+
+def nll_per_position(logits: Tensor, targets: Tensor) -> Tensor:
+    """Cross-entropy of every position on fp32 logits, shape of `targets`."""
+    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="none").view(
+        targets.shape
+    )
+
+
+def rank_slice(n: int, rank: int, world: int) -> tuple[int, int]:
+    """Contiguous block of n items owned by `rank` (the seed's split)."""
+    return n * rank // world, n * (rank + 1) // world
+
+
+@dataclass
+class Totals:
+    loss_sum: float
+    tokens: int
+    bytes: int
+    unk_tokens: int
+    nll: np.ndarray | None = None  # per-target NLL in stream order, when recorded
+
+    @property
+    def val_loss(self) -> float:
+        return bpb(self.loss_sum, self.tokens, self.bytes)[0]
+
+    @property
+    def val_bpb(self) -> float:
+        return bpb(self.loss_sum, self.tokens, self.bytes)[1]
+
+
+class Scorer:
+    """Accumulates float64 sums of scored targets, and optionally each target's NLL by position."""
+
+    def __init__(self, tables: ByteTables, device: torch.device, record: bool = False):
+        self.tables = tables.to(device)
+        self.device = device
+        self.sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, tokens, bytes, unk
+        self.unk = torch.tensor(list(tables.unk_ids) or [-1], device=device)
+        self.record = record
+        self.pieces: list[tuple[int, np.ndarray]] = []
+
+    def add(self, nll: Tensor, targets: Tensor, prev: Tensor, first_target: int | None = None) -> None:
+        """Score a contiguous run of targets; `first_target` is the stream index of the first one."""
+        nll = nll.reshape(-1)
+        t = targets.reshape(-1)
+        p = prev.reshape(-1)
+        self.sums[0] += nll.to(torch.float64).sum()
+        self.sums[1] += t.numel()
+        self.sums[2] += target_bytes(t, p, self.tables).sum().to(torch.float64)
+        self.sums[3] += torch.isin(t, self.unk).sum().to(torch.float64)
+        if self.record:
+            if first_target is None:
+                raise ValueError("recording NLLs needs the stream position of each scored run")
+            self.pieces.append((int(first_target), nll.detach().to(torch.float64).cpu().numpy()))
+
+    def finish(self, n_targets: int | None = None) -> Totals:
+        """All-reduce the sums (and gather recorded NLLs) across ranks."""
+        dist.all_reduce_sum(self.sums)
+        loss, tokens, nbytes, unk = (float(x) for x in self.sums.cpu())
+        out = Totals(loss_sum=loss, tokens=int(round(tokens)), bytes=int(round(nbytes)), unk_tokens=int(round(unk)))
+        if self.record:
+            pieces = self.pieces
+            if dist.active():
+                gathered: list = [None] * torch.distributed.get_world_size()
+                torch.distributed.all_gather_object(gathered, pieces)
+                pieces = [p for part in gathered for p in part]
+            out.nll = assemble_nll(pieces, n_targets if n_targets is not None else out.tokens)
+        return out
+
+
+def assemble_nll(pieces: list[tuple[int, np.ndarray]], n: int) -> np.ndarray:
+    """Place recorded runs into one array, checking every target is scored exactly once."""
+    out = np.zeros(n, dtype=np.float64)
+    seen = np.zeros(n, dtype=np.int32)
+    for start, values in pieces:
+        out[start : start + len(values)] = values
+        seen[start : start + len(values)] += 1
+    if not np.all(seen == 1):
+        bad = int(np.argmax(seen != 1))
+        raise RuntimeError(f"target {bad} was scored {int(seen[bad])} times (each must be scored exactly once)")
+    return out
+
+
+@dataclass
+class EvalResult:
+    method: str
+    val_loss: float
+    val_bpb: float
+    tokens: int
+    bytes: int
+    seconds: float
+    score_first: bool
+    unk_tokens: int = 0
+    world_size: int = 1
+    device: str = "cpu"
+    max_tokens: int | None = None
+    params: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def make_result(
+    method: str, totals: Totals, seconds: float, device: torch.device, params: dict, max_tokens: int | None
+) -> EvalResult:
+    return EvalResult(
+        method=method,
+        val_loss=totals.val_loss,
+        val_bpb=totals.val_bpb,
+        tokens=totals.tokens,
+        bytes=totals.bytes,
+        seconds=seconds,
+        score_first=SCORE_FIRST[method],
+        unk_tokens=totals.unk_tokens,
+        world_size=torch.distributed.get_world_size() if dist.active() else 1,
+        device=str(device),
+        max_tokens=max_tokens,
+        params=params,
+    )
+
+
+def default_logits_fn(model) -> Callable[[Tensor], Tensor]:
+    return lambda x: model.compute_logits(model.forward_hidden(x))
+
+
+class Timer:
+    """Wall time of a section, synchronising CUDA at both ends."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.seconds = time.perf_counter() - self.t0
+
+
+def rank_world() -> tuple[int, int]:
+    """(rank, world size); (0, 1) outside torchrun."""
+    if dist.active():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def my_share(items: list) -> list:
+    """This rank's contiguous block of a list that every rank builds identically.
+
+    Evaluators form their batches in stream order first and only then hand whole
+    batches to ranks, so what a batch contains never depends on the world size.
+    """
+    rank, world = rank_world()
+    lo, hi = rank_slice(len(items), rank, world)
+    return items[lo:hi]

@@ -1,0 +1,5 @@
+"""The model: the seed's GPT and its components (one module each)."""
+
+from pgolf.model.gpt import GPT, build_model, count_params
+
+__all__ = ["GPT", "build_model", "count_params"]

@@ -1,0 +1,102 @@
+"""Grouped-query causal attention with q/k RMS norm, partial RoPE, per-head q gain,
+value-residual learning (VRL) and XSA (self-value exclusion)."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pgolf.model.layers import CastedLinear, Rotary, apply_partial_rope, rms_norm
+
+
+@functools.lru_cache(maxsize=1)
+def flash_attn_3():
+    """FlashAttention-3's function if installed (same import order as the seed), else None."""
+    for mod in ("flash_attn_interface", "flash_attn.flash_attn_interface", "flash_attn"):
+        try:
+            module = __import__(mod, fromlist=["flash_attn_func"])
+            return module.flash_attn_func
+        except Exception:  # noqa: BLE001 - any import failure means "not available"
+            continue
+    return None
+
+
+def causal_attention(q: Tensor, k: Tensor, v: Tensor, backend: str) -> Tensor:
+    """q [B,T,H,D], k/v [B,T,Hkv,D] -> [B,T,H,D]; softmax scale 1/sqrt(D)."""
+    if backend == "fa3" and q.is_cuda:
+        fn = flash_attn_3()
+        if fn is not None:
+            out = fn(q, k, v, causal=True)
+            return out[0] if isinstance(out, tuple) else out
+    y = F.scaled_dot_product_attention(
+        q.transpose(1, 2),
+        k.transpose(1, 2),
+        v.transpose(1, 2),
+        is_causal=True,
+        enable_gqa=q.size(2) != k.size(2),
+    )
+    return y.transpose(1, 2)
+
+
+def xsa(y: Tensor, v: Tensor) -> Tensor:
+    """Remove from each head's output its component along the token's own (unit) value vector.
+
+    y [B,T,H,D], v [B,T,Hkv,D]; query head h uses value head h // (H/Hkv).
+    """
+    B, T, H, D = y.shape
+    hkv = v.size(2)
+    yg = y.reshape(B, T, hkv, H // hkv, D)
+    vn = F.normalize(v, dim=-1, eps=1e-12).unsqueeze(3)
+    return (yg - (yg * vn).sum(-1, keepdim=True) * vn).reshape(B, T, H, D)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        num_kv_heads: int,
+        rope_dims: int,
+        rope_base: float,
+        rope_ref_len: int,
+        qk_gain_init: float,
+        use_xsa: bool,
+        vrl_gate: bool,
+    ):
+        super().__init__()
+        self.num_heads, self.num_kv_heads = num_heads, num_kv_heads
+        self.head_dim = dim // num_heads
+        kv_dim = num_kv_heads * self.head_dim
+        self.c_q = CastedLinear(dim, dim)
+        self.c_k = CastedLinear(dim, kv_dim)
+        self.c_v = CastedLinear(dim, kv_dim)
+        self.proj = CastedLinear(dim, dim, zero_init=True)
+        self.q_gain = nn.Parameter(torch.full((num_heads,), qk_gain_init, dtype=torch.float32))
+        self.rotary = Rotary(rope_dims or self.head_dim, rope_base, rope_ref_len)
+        self.use_xsa = use_xsa
+        # Layer 0 produces v_first and has no gate; the gate is a 0-d parameter (sigmoid(-1.5) ~ 0.18).
+        self.vrl_gate = nn.Parameter(torch.tensor(-1.5, dtype=torch.float32)) if vrl_gate else None
+        self.backend = "sdpa"
+
+    def forward(self, x: Tensor, ve: Tensor | None, v_first: Tensor | None) -> tuple[Tensor, Tensor]:
+        B, T, _ = x.shape
+        q = self.c_q(x).view(B, T, self.num_heads, self.head_dim)
+        k = self.c_k(x).view(B, T, self.num_kv_heads, self.head_dim)
+        v_raw = self.c_v(x)
+        v = v_raw if ve is None else v_raw + ve
+        if self.vrl_gate is not None and v_first is not None:
+            g = torch.sigmoid(self.vrl_gate.to(v.dtype))
+            v = (1 - g) * v + g * v_first
+        v = v.view(B, T, self.num_kv_heads, self.head_dim)
+        q, k = rms_norm(q), rms_norm(k)
+        cos, sin = self.rotary(T, x.device)
+        q = apply_partial_rope(q, cos, sin)
+        k = apply_partial_rope(k, cos, sin)
+        q = q * self.q_gain.to(q.dtype)[None, None, :, None]
+        y = causal_attention(q, k, v, self.backend)
+        if self.use_xsa:
+            y = xsa(y, v)
+        return self.proj(y.reshape(B, T, -1)), v_raw

@@ -1,0 +1,101 @@
+"""Small building blocks: the casting linear layer (with QAT), RMS norm, partial RoPE."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+QAT_LEVELS = 31  # the fake quantiser's scale is row_max / 31, grid [-32, 31]
+
+
+def rms_norm(x: Tensor) -> Tensor:
+    """Parameter-free RMS norm over the last axis with PyTorch's default epsilon."""
+    return F.rms_norm(x, (x.size(-1),))
+
+
+def fake_quant_int6(w: Tensor) -> Tensor:
+    """The seed's QAT grid: per-row step max(|w|_max/31, 1/31), values clamped to [-32, 31].
+
+    Computed in fp32 without gradient; callers use it through a straight-through estimator.
+    """
+    with torch.no_grad():
+        w32 = w.float()
+        step = (w32.abs().amax(dim=1) / QAT_LEVELS).clamp_min(1.0 / QAT_LEVELS)
+        return torch.clamp(torch.round(w32 / step[:, None]), -QAT_LEVELS - 1, QAT_LEVELS) * step[:, None]
+
+
+class CastedLinear(nn.Linear):
+    """A linear layer whose fp32 master weight is cast to the activation dtype at call time.
+
+    `qat` switches on straight-through int6 fake quantisation (training mode only).
+    `zero_init` marks layers the global initialiser zero-fills.
+    """
+
+    def __init__(self, in_features: int, out_features: int, zero_init: bool = False):
+        super().__init__(in_features, out_features, bias=False)
+        self.zero_init = zero_init
+        self.qat = False
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = self.weight.to(x.dtype)
+        if self.qat and self.training:
+            wq = fake_quant_int6(self.weight).to(x.dtype)
+            w = w + (wq - w).detach()
+        return F.linear(x, w)
+
+
+def ntk_rope_base(base: float, seq_len: int, rotated: int, ref_len: int) -> float:
+    """The seed's NTK-style rescaling: base * (T/ref)^(r/(r-2)) above the reference length."""
+    if seq_len <= ref_len:
+        return base
+    return base * (seq_len / ref_len) ** (rotated / (rotated - 2))
+
+
+def rope_tables(seq_len: int, rotated: int, base: float, ref_len: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """cos/sin tables [T, rotated/2] in fp32 for positions 0..T-1."""
+    b = ntk_rope_base(base, seq_len, rotated, ref_len)
+    inv_freq = 1.0 / (b ** (torch.arange(0, rotated, 2, dtype=torch.float32, device=device) / rotated))
+    angles = torch.outer(torch.arange(seq_len, dtype=torch.float32, device=device), inv_freq)
+    return angles.cos(), angles.sin()
+
+
+def apply_partial_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate the first 2*cos.size(-1) channels of each head (halves, not interleaved).
+
+    x: [B, T, H, D]. With x1, x2 the two halves: x1' = x1 cos + x2 sin, x2' = -x1 sin + x2 cos
+    (a rotation by -theta, exactly as the seed writes it).
+    """
+    half = cos.size(-1)
+    r = 2 * half
+    c = cos[None, :, None, :].to(x.dtype)
+    s = sin[None, :, None, :].to(x.dtype)
+    x1, x2 = x[..., :half], x[..., half:r]
+    rotated = torch.cat((x1 * c + x2 * s, x2 * c - x1 * s), dim=-1)
+    if r == x.size(-1):
+        return rotated
+    return torch.cat((rotated, x[..., r:]), dim=-1)
+
+
+class Rotary(nn.Module):
+    """Caches the partial-RoPE tables per (sequence length, device)."""
+
+    def __init__(self, rotated: int, base: float, ref_len: int):
+        super().__init__()
+        self.rotated, self.base, self.ref_len = rotated, base, ref_len
+        self._cache: dict[tuple[int, str], tuple[Tensor, Tensor]] = {}
+
+    def forward(self, seq_len: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        key = (seq_len, str(device))
+        if key not in self._cache:
+            # Built outside inference mode: tables first made during an evaluation are reused in training.
+            with torch.inference_mode(False):
+                self._cache[key] = rope_tables(seq_len, self.rotated, self.base, self.ref_len, device)
+        return self._cache[key]
+
+
+def layer_scale(layer: int, enabled: bool) -> float:
+    """1/sqrt(layer+1) on block inputs when LN_SCALE is on."""
+    return 1.0 / math.sqrt(layer + 1) if enabled else 1.0

@@ -1,0 +1,114 @@
+"""The seed's parameter routing: AdamW for embedding tables, Muon for block matrices
+(and the small projections), AdamW for scalars/control tensors, Adam for an untied head."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from pgolf.config import OptimConfig
+from pgolf.train.muon import Muon
+
+
+def is_control(name: str, patterns: tuple[str, ...]) -> bool:
+    return any(p in name for p in patterns)
+
+
+@dataclass
+class ParamGroups:
+    embed: list[nn.Parameter]
+    head: list[nn.Parameter]
+    matrix: list[nn.Parameter]
+    scalar: list[nn.Parameter]
+
+
+def route_parameters(model) -> ParamGroups:
+    """Assign every parameter to exactly one group, in the seed's order (SPEC §5.1)."""
+    patterns = model.config.control_patterns
+    block_params = list(model.blocks.named_parameters())
+    matrix = [p for n, p in block_params if p.ndim == 2 and not is_control(n, patterns)]
+    matrix += [p for p in model.mtp_heads.parameters() if p.ndim == 2]
+    scalar = [p for n, p in block_params if p.ndim < 2 or is_control(n, patterns)]
+    if model.skip_weights.numel() > 0:
+        scalar.append(model.skip_weights)
+    scalar.append(model.smear.gate)
+    embed = [model.tok_emb.weight]
+    if model.bigram is not None:
+        scalar.append(model.bigram.scale)
+        embed.append(model.bigram.embed.weight)
+        if model.bigram.proj is not None:
+            matrix.append(model.bigram.proj.weight)
+    if model.ve_shared is not None:
+        embed.append(model.ve_shared.embed.weight)
+        if model.ve_shared.proj is not None:
+            matrix.append(model.ve_shared.proj.weight)
+        scalar.append(model.ve_shared.scale)
+        scalar.extend(model.ve_layer_scales)
+    head = [model.lm_head.weight] if model.lm_head is not None else []
+    groups = ParamGroups(embed, head, matrix, scalar)
+    _check_partition(model, groups)
+    return groups
+
+
+def _check_partition(model, g: ParamGroups) -> None:
+    seen: dict[int, int] = {}
+    for p in g.embed + g.head + g.matrix + g.scalar:
+        seen[id(p)] = seen.get(id(p), 0) + 1
+    for name, p in model.named_parameters():
+        if seen.get(id(p), 0) != 1:
+            raise RuntimeError(f"parameter {name} is in {seen.get(id(p), 0)} optimiser groups (must be exactly 1)")
+
+
+def build_optimizers(model, cfg: OptimConfig, device: torch.device, orthogonalize=None) -> list[torch.optim.Optimizer]:
+    """[embedding AdamW, (head Adam), Muon, scalar AdamW]; each group carries `base_lr`."""
+    g = route_parameters(model)
+    fused = device.type == "cuda"
+    emb_lr = cfg.tied_embed_lr if model.config.tie_embeddings else cfg.embed_lr
+    opts: list[torch.optim.Optimizer] = [
+        torch.optim.AdamW(
+            [{"params": [p], "lr": emb_lr, "base_lr": emb_lr} for p in g.embed],
+            betas=(cfg.beta1, cfg.beta2),
+            eps=cfg.adam_eps,
+            weight_decay=cfg.adam_wd,
+            fused=fused,
+        )
+    ]
+    if g.head:
+        opts.append(
+            torch.optim.Adam(
+                [{"params": g.head, "lr": cfg.head_lr, "base_lr": cfg.head_lr}],
+                betas=(cfg.beta1, cfg.beta2),
+                eps=cfg.adam_eps,
+                fused=fused,
+            )
+        )
+    ns_dtype = cfg.muon_dtype if cfg.muon_dtype != "auto" else ("bfloat16" if device.type == "cuda" else "float32")
+    muon = Muon(
+        g.matrix,
+        lr=cfg.matrix_lr,
+        momentum=cfg.muon_momentum,
+        backend_steps=cfg.muon_backend_steps,
+        weight_decay=cfg.muon_wd,
+        orthogonalize=orthogonalize,
+        dtype=getattr(torch, ns_dtype),
+    )
+    for group in muon.param_groups:
+        group["base_lr"] = cfg.matrix_lr
+    opts.append(muon)
+    opts.append(
+        torch.optim.AdamW(
+            [{"params": g.scalar, "lr": cfg.scalar_lr, "base_lr": cfg.scalar_lr}],
+            betas=(cfg.beta1, cfg.beta2),
+            eps=cfg.adam_eps,
+            weight_decay=cfg.adam_wd,
+            fused=fused,
+        )
+    )
+    return opts
+
+
+def group_sizes(model) -> dict[str, int]:
+    g = route_parameters(model)
+    return {k: sum(p.numel() for p in getattr(g, k)) for k in ("embed", "head", "matrix", "scalar")}

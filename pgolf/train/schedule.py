@@ -1,0 +1,38 @@
+"""Pure schedule functions: the wall-clock warmdown, Muon momentum warm-up, EMA update."""
+
+from __future__ import annotations
+
+import torch
+
+
+def lr_multiplier(step: int, elapsed_ms: float, iterations: int, warmdown_iters: int, max_wallclock_s: float) -> float:
+    """The seed's LR multiplier (SPEC §6.4).
+
+    With a wall-clock cap, the warmdown is scheduled in time: the last
+    `warmdown_iters` steps' worth of time (estimated from the mean step time so
+    far) decays linearly to zero at the cap. Without a cap it is step-based.
+    """
+    if warmdown_iters <= 0:
+        return 1.0
+    if max_wallclock_s <= 0:
+        start = max(iterations - warmdown_iters, 0)
+        if start <= step < iterations:
+            return max((iterations - step) / max(warmdown_iters, 1), 0.0)
+        return 1.0
+    step_ms = elapsed_ms / max(step, 1)
+    warmdown_ms = warmdown_iters * step_ms
+    remaining_ms = max(1000.0 * max_wallclock_s - elapsed_ms, 0.0)
+    return remaining_ms / max(warmdown_ms, 1e-9) if remaining_ms <= warmdown_ms else 1.0
+
+
+def muon_momentum(step: int, start: float, end: float, warmup_steps: int) -> float:
+    """Linear ramp from `start` to `end` over `warmup_steps` steps (0-based step index)."""
+    frac = min(step / warmup_steps, 1.0) if warmup_steps > 0 else 1.0
+    return (1 - frac) * start + frac * end
+
+
+@torch.no_grad()
+def ema_update(ema: dict[str, torch.Tensor], state: dict[str, torch.Tensor], decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * w, in fp32, for every state-dict entry."""
+    for k, v in state.items():
+        ema[k].mul_(decay).add_(v.detach().float(), alpha=1.0 - decay)

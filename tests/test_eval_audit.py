@@ -1,0 +1,89 @@
+"""The behavioural score-first audit: catches two-pass SLOT, clears the causal methods."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_eval_fixtures import small_config, tables, trained_model, val_tokens
+
+from pgolf.eval.audit import audit, audit_positions, replacement
+
+N = 768
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return trained_model()[1]
+
+
+@pytest.mark.parametrize("method", ["plain", "sliding", "slot-causal", "ttt"])
+def test_causal_methods_are_measured_score_first(model, method):
+    rep = audit(model, method, val_tokens(), tables(), small_config(), "cpu", n_targets=N)
+    assert rep["score_first"] is True and rep["label"] is True and rep["caught"] is False
+    assert rep["max_change"] <= 1e-6
+    # The replaced target itself (and what follows) does change: the audit really perturbs.
+    assert max(d["change_at_position"] for d in rep["details"]) > 0
+
+
+def test_ttt_audit_trains_between_chunks(model):
+    rep = audit(model, "ttt", val_tokens(), tables(), small_config(), "cpu", n_targets=N)
+    assert rep["settings"]["ttt_chunk_tokens"] < N  # several chunks, so training happens inside the stream
+
+
+def test_two_pass_slot_is_caught(model):
+    rep = audit(model, "slot", val_tokens(), tables(), small_config(), "cpu", n_targets=N)
+    assert rep["score_first"] is False and rep["label"] is False
+    assert rep["caught"] is False  # honestly labelled
+    assert rep["max_change"] > 1e-4
+    assert any(d["changed_targets_before"] > 0 for d in rep["details"])
+
+
+def test_a_mislabelled_method_is_caught(model, monkeypatch):
+    import pgolf.eval.audit as audit_mod
+
+    monkeypatch.setitem(audit_mod.SCORE_FIRST, "slot", True)
+    rep = audit(model, "slot", val_tokens(), tables(), small_config(), "cpu", n_targets=N)
+    assert rep["caught"] is True
+
+
+def test_positions_and_replacements_are_deterministic():
+    ps = audit_positions(4096, 3)
+    assert ps == audit_positions(4096, 3) and len(ps) == 3
+    assert all(p % 32 != 0 for p in ps)  # never at the start of a 32-aligned scored run
+    for p in ps:
+        for orig in (0, 5, 1023):
+            r = replacement(orig, p, 1024)
+            assert r != orig and 0 <= r < 1024
+
+
+def test_training_before_scoring_is_caught(model, monkeypatch):
+    """An illegal 'TTT' that adapts on the whole stream before scoring it, labelled score-first."""
+    import copy
+
+    import numpy as np
+
+    import pgolf.eval.api as api
+
+    real = api.evaluate_ttt
+
+    def leaky(m, tokens, *args, **kwargs):
+        m2 = copy.deepcopy(m)
+        ids = torch.from_numpy(np.asarray(tokens, dtype=np.int64))[None]
+        m2(ids[:, :-1], ids[:, 1:]).backward()
+        with torch.no_grad():
+            for p in m2.parameters():
+                if p.grad is not None:
+                    p -= 0.05 * p.grad
+        return real(m2, tokens, *args, **kwargs)
+
+    monkeypatch.setattr(api, "evaluate_ttt", leaky)
+    rep = audit(model, "ttt", val_tokens(), tables(), small_config(), "cpu", n_targets=N)
+    assert rep["label"] is True and rep["score_first"] is False and rep["caught"] is True

@@ -1,0 +1,117 @@
+"""`pgolf run` end to end (shortened), and `pgolf sweep` on its artifact."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+from conftest import clean_env, pgolf_cmd
+
+SHORT = [
+    "train.iterations=12",
+    "train.max_wallclock_seconds=0",
+    "train.warmdown_iters=4",
+    "train.val_loss_every=6",
+    "train.checkpoint_every=0",
+]
+
+
+@pytest.fixture(scope="module")
+def main_run(builtin_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("main") / "run"
+    args = [
+        "run",
+        "--no-env",
+        "--data",
+        str(builtin_dir),
+        "--eval-tokens",
+        "2048",
+        "--out",
+        str(out),
+        "--json",
+        "--quiet",
+    ]
+    for s in SHORT:
+        args += ["--set", s]
+    r = subprocess.run(pgolf_cmd(*args), capture_output=True, text=True, env=clean_env())
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out, json.loads(r.stdout)
+
+
+@pytest.mark.slow
+def test_run_evaluates_every_method_and_reports(main_run):
+    out, summary = main_run
+    methods = summary["methods"]
+    assert set(methods) == {"plain", "sliding", "slot", "slot-causal", "ttt"}
+    for name, m in methods.items():
+        assert m["val_bpb"] > 0 and m["seconds"] > 0
+        assert m["score_first"] is (name != "slot")
+    assert summary["fits"] is True and summary["artifact_bytes"] < 16_000_000
+    assert summary["best_score_first"]["method"] != "slot"
+    for f in ("report.md", "summary.json", "submission.json", "export.json", "artifact.pgolf", "train.log"):
+        assert (out / f).is_file(), f
+    report = (out / "report.md").read_text()
+    for png in ("eval_bpb.png", "loss_vs_step.png", "artifact_bytes.png"):
+        assert (out / "figures" / png).stat().st_size > 5000
+        assert f"figures/{png}" in report
+    assert "not score-first" in report
+    sub = json.loads((out / "submission.json").read_text())
+    best = summary["best_score_first"]
+    assert sub["val_bpb"] == pytest.approx(methods[best["method"]]["val_bpb"])
+    assert sub["two_pass_slot"]["score_first"] is False
+    assert sub["two_pass_slot"]["val_bpb"] == pytest.approx(methods["slot"]["val_bpb"])
+
+
+@pytest.mark.slow
+def test_sweep_marks_best_score_first(main_run, builtin_dir, tmp_path):
+    out, _ = main_run
+    r = subprocess.run(
+        pgolf_cmd(
+            "sweep",
+            str(out / "artifact.pgolf"),
+            "--data",
+            str(builtin_dir),
+            "--no-env",
+            "--preset",
+            "tiny",
+            "--grid",
+            "slot_steps=2,4",
+            "--method",
+            "slot",
+            "--method",
+            "sliding",
+            "--max-tokens",
+            "1024",
+            "--out",
+            str(tmp_path / "sw"),
+            "--json",
+        ),
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(r.stdout)
+    rows = res["rows"]
+    assert [(x["method"], x["slot_steps"]) for x in rows] == [("slot", 2), ("slot", 4), ("sliding", None)]
+    assert res["best_score_first"]["method"] == "sliding"
+    slot = {x["slot_steps"]: x["val_bpb"] for x in rows if x["method"] == "slot"}
+    assert slot[4] < slot[2]  # more steps fit the scored tokens better: the two-pass leak grows
+    assert "★" in (tmp_path / "sw" / "sweep.md").read_text()
+    assert (tmp_path / "sw" / "sweep.png").stat().st_size > 5000
+
+
+def test_run_refuses_a_non_empty_out_and_bad_seeds(tmp_path):
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "x").write_text("keep")
+    r = subprocess.run(
+        pgolf_cmd("run", "--no-env", "--out", str(out), "--data", str(tmp_path)),
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+    )
+    assert r.returncode == 2 and "not empty" in r.stderr and (out / "x").read_text() == "keep"
+    r = subprocess.run(pgolf_cmd("run", "--no-env", "--seeds", "1,x"), capture_output=True, text=True, env=clean_env())
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--seeds" in r.stderr

@@ -143,7 +143,9 @@ class Trainer:
         seq = max(t.train_seq_len, cfg.eval_seq_len)
         val = load_val_tokens(self.data_dir, vocab)
         self.val_full = val  # the whole split, for the evaluators after training
-        self.val = prepare_stream(val, seq, t.val_max_tokens or None)
+        # A cap, not a demand: periodic validation is a monitor, so a preset's cap adapts to a small split.
+        cap = min(t.val_max_tokens, len(val) - 1) if t.val_max_tokens else None
+        self.val = prepare_stream(val, seq, cap)
         self.batcher = DistributedBatcher(self.data_dir, self.d.rank, self.d.world_size, vocab)
 
         self.model = build_model(cfg.model, seed=None, device=self.device)

@@ -130,6 +130,28 @@ def test_qat_fake_quantiser():
     assert torch.allclose(lin.weight.grad, torch.ones(3, 128).T @ x.detach(), atol=1e-5)  # identity STE
 
 
+@pytest.mark.slow
+def test_compiled_forward_matches_eager_and_follows_the_qat_switch():
+    """torch.compile must not freeze late QAT out (SPEC 11.2 item 8): the switch recompiles the graph."""
+    cfg = small_cfg(**{"model.num_layers": 2, "model.ve_layers": 1, "model.xsa_last_n": 2, "model.model_dim": 64,
+                       "model.num_heads": 2, "model.num_kv_heads": 1, "model.embed_dtype": "float32"})
+    model = build_model(cfg.model, seed=0).train()
+    with torch.no_grad():  # zero-initialised projections would hide QAT's effect
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    ids = torch.randint(0, cfg.model.vocab_size, (2, 32), generator=torch.Generator().manual_seed(1))
+    fn = torch.compile(model.forward_hidden, fullgraph=True, dynamic=False)
+    try:
+        off = fn(ids)
+    except torch._dynamo.exc.BackendCompilerFailed as e:  # no C compiler on this machine
+        pytest.skip(f"torch.compile backend unavailable: {e}")
+    assert torch.allclose(off, model.forward_hidden(ids), atol=1e-4)
+    model.set_qat(True)
+    on = fn(ids)
+    assert torch.allclose(on, model.forward_hidden(ids), atol=1e-4)
+    assert (on - off).abs().max() > 1e-2
+
+
 def test_layer_scale():
     assert [round(layer_scale(i, True), 6) for i in (0, 1, 10)] == [1.0, 0.707107, 0.301511]
     assert layer_scale(5, False) == 1.0

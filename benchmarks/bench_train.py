@@ -56,9 +56,11 @@ def main() -> None:
         tr.state.ema = {k: v.detach().float().clone() for k, v in tr.model.state_dict().items()}
         dev = tr.device
         tr.fwd.train()
-        for _ in range(args.warmup):
+        t_warm = time.perf_counter()
+        for _ in range(args.warmup):  # with compile on, this is where compilation happens
             tr.train_step(1.0)
         sync(dev)
+        warmup_s = time.perf_counter() - t_warm
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
         t0 = time.perf_counter()
@@ -76,16 +78,17 @@ def main() -> None:
            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     result = {
         "device": str(dev), "preset": args.preset, "overrides": args.sets, "compiled": compiled,
-        "attention": attention, "grad_accum_steps": accum, "tokens_per_step": tokens,
+        "attention": attention, "grad_accum_steps": accum, "tokens_per_step": tokens, "warmup_steps": args.warmup, "warmup_s": warmup_s,
         "seq_len": cfg.train.train_seq_len, "step_ms": dt * 1000, "tokens_per_s": tokens / dt,
         "flops_per_token": fpt, "achieved_flops": achieved, "matmul_peak": peak,
         "utilisation": achieved / peak["flops"], "peak_memory_bytes": mem,
     }
     print(table([[args.preset, str(dev), f"{dt * 1000:.1f}", f"{tokens / dt:,.0f}", f"{fpt / 1e6:.2f}",
                   f"{achieved / 1e9:.1f}", f"{peak['flops'] / 1e9:.1f} ({peak['dtype']})",
-                  f"{100 * result['utilisation']:.1f}%", f"{mem / 2**20:,.0f}"]],
+                  f"{100 * result['utilisation']:.1f}%", f"{mem / 2**20:,.0f}", f"{warmup_s:.1f}",
+                  "yes" if compiled else "no"]],
                 ["preset", "device", "step ms", "tokens/s", "MFLOP/token", "GFLOP/s", "matmul peak GFLOP/s",
-                 "of peak", "peak MiB"]))
+                 "of peak", "peak MiB", "warm-up s", "compiled"]))
     name = f"train_{args.preset}_{dev.type}"
     print(f"wrote {write_result(name, result, args.out)}")
 

@@ -19,8 +19,8 @@ NS_EPS = 1e-7
 def newton_schulz5(g: Tensor, steps: int = 5, eps: float = NS_EPS, dtype: torch.dtype = torch.bfloat16) -> Tensor:
     """Approximately orthogonalise a matrix with the seed's quintic iteration (bf16 in the seed).
 
-    `dtype=float32` exists for CPUs, where bf16 matrix products are emulated and
-    tens of times slower; the iteration is the same.
+    `dtype=float32` exists for CPUs without native bf16 matrix products, where they
+    are emulated and many times slower; the iteration is the same.
     """
     a, b, c = NS_COEFFS
     x = g.to(dtype)

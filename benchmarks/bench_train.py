@@ -78,7 +78,8 @@ def main() -> None:
            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     result = {
         "device": str(dev), "preset": args.preset, "overrides": args.sets, "compiled": compiled,
-        "attention": attention, "grad_accum_steps": accum, "tokens_per_step": tokens, "warmup_steps": args.warmup, "warmup_s": warmup_s,
+        "attention": attention, "grad_accum_steps": accum, "tokens_per_step": tokens,
+        "warmup_steps": args.warmup, "warmup_s": warmup_s,
         "seq_len": cfg.train.train_seq_len, "step_ms": dt * 1000, "tokens_per_s": tokens / dt,
         "flops_per_token": fpt, "achieved_flops": achieved, "matmul_peak": peak,
         "utilisation": achieved / peak["flops"], "peak_memory_bytes": mem,

@@ -93,7 +93,9 @@ class TrainConfig:
     max_wallclock_seconds: float = _f(600.0, "MAX_WALLCLOCK_SECONDS", "<= 0 disables the cap")
     val_loss_every: int = _f(4000, "VAL_LOSS_EVERY", "0 = only at the end")
     val_batch_size: int = _f(524288, "VAL_BATCH_SIZE")
-    val_max_tokens: int = _f(0, None, "periodic validation on at most the first N targets (0 = all)")
+    val_max_tokens: int = _f(
+        0, None, "periodic validation on at most the first N targets (0 = all); the last and post-EMA ones use all"
+    )
     train_log_every: int = _f(500, "TRAIN_LOG_EVERY")
     ema_enabled: bool = _f(True, None)
     ema_decay: float = _f(0.997, None)

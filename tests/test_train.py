@@ -147,6 +147,27 @@ def test_tiny_learns_well_below_unigram(tiny_run, builtin_dir):
     assert (tiny_run / "final_model.safetensors").is_file()
 
 
+def test_last_and_post_ema_validation_use_the_whole_split(tiny_run, builtin_dir):
+    """Periodic validation is capped at 16,384 targets; the final figures must not be."""
+    from pgolf.data.bpb import build_byte_tables
+    from pgolf.data.loader import load_val_tokens
+    from pgolf.data.tokenizer import find_tokenizer, load_tokenizer
+    from pgolf.eval.common import prepare_stream
+    from pgolf.eval.plain import evaluate_plain
+    from pgolf.quant.artifact import model_from_state
+
+    cfg = load_config("tiny", [], environ={})
+    whole = prepare_stream(load_val_tokens(builtin_dir, 1024), cfg.eval_seq_len)
+    assert len(whole) - 1 > 16384
+    log = (tiny_run / "train.log").read_text()
+    assert f"tokens:{len(whole) - 1} periodic_val_tokens:16384" in log
+    final = [m for m in metrics(tiny_run) if m["kind"] == "final"][0]
+    model = model_from_state(cfg.model, load_file(str(tiny_run / "final_model.safetensors"))).eval()
+    tables = build_byte_tables(load_tokenizer(find_tokenizer(builtin_dir, None), 1024), 1024)
+    totals = evaluate_plain(model, whole, tables, cfg.eval_seq_len, 16, torch.device("cpu"))
+    assert totals.val_bpb == pytest.approx(final["post_ema_val_bpb"], abs=1e-6)
+
+
 @pytest.mark.slow
 def test_resume_after_kill_gives_identical_weights(builtin_dir, tmp_path):
     sets = micro_sets(**{"train.iterations": 40, "train.checkpoint_every": 10})

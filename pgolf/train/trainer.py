@@ -146,6 +146,9 @@ class Trainer:
         # A cap, not a demand: periodic validation is a monitor, so a preset's cap adapts to a small split.
         cap = min(t.val_max_tokens, len(val) - 1) if t.val_max_tokens else None
         self.val = prepare_stream(val, seq, cap)
+        # The last step's and the post-EMA validation always see the whole split: a capped prefix
+        # can rank two sets of weights differently from the split the evaluators score.
+        self.val_final = prepare_stream(val, seq) if cap is not None else self.val
         self.batcher = DistributedBatcher(self.data_dir, self.d.rank, self.d.world_size, vocab)
 
         self.model = build_model(cfg.model, seed=None, device=self.device)
@@ -194,7 +197,7 @@ class Trainer:
                 (loss / self.accum).backward()
         return total / self.accum
 
-    def _validate(self) -> tuple[float, float]:
+    def _validate(self, final: bool = False) -> tuple[float, float]:
         cfg = self.cfg
         seq = cfg.eval_seq_len
         per_rank = cfg.train.val_batch_size // (self.d.world_size * self.accum)
@@ -204,7 +207,13 @@ class Trainer:
                 f"({self.d.world_size} ranks x {self.accum} accumulation steps)"
             )
         totals = evaluate_plain(
-            self.model, self.val, self.tables, seq, per_rank // seq, self.device, autocast=cfg.runtime.autocast
+            self.model,
+            self.val_final if final else self.val,
+            self.tables,
+            seq,
+            per_rank // seq,
+            self.device,
+            autocast=cfg.runtime.autocast,
         )
         return totals.val_loss, totals.val_bpb
 
@@ -250,7 +259,9 @@ class Trainer:
         f.log(f"val_bpb:enabled tokenizer_kind=sentencepiece tokenizer_path={self.tokenizer_path}")
         n_train = len(list(self.data_dir.glob("fineweb_train_*.bin")))
         f.log(f"train_loader:dataset:{self.data_dir.resolve().name} train_shards:{n_train}")
-        f.log(f"val_loader:shards pattern={self.data_dir / 'fineweb_val_*.bin'} tokens:{len(self.val) - 1}")
+        cap_note = f" periodic_val_tokens:{len(self.val) - 1}" if self.val is not self.val_final else ""
+        pattern = self.data_dir / "fineweb_val_*.bin"
+        f.log(f"val_loader:shards pattern={pattern} tokens:{len(self.val_final) - 1}{cap_note}")
         f.log(f"model_params:{self.params}")
         mtp = sum(p.numel() for p in self.model.mtp_heads.parameters())
         f.log(f"mtp_num_heads:{m.mtp_num_heads} mtp_loss_weight:{m.mtp_loss_weight} mtp_params:{mtp}")
@@ -352,7 +363,7 @@ class Trainer:
             if last or (t.val_loss_every > 0 and s.step % t.val_loss_every == 0):
                 self._sync()
                 s.train_ms += 1000.0 * (time.perf_counter() - t0)
-                vl, vb = self._validate()
+                vl, vb = self._validate(final=last)
                 f.log(
                     f"step:{s.step}/{t.iterations} val_loss:{vl:.4f} val_bpb:{vb:.4f} "
                     f"train_time:{s.train_ms:.0f}ms step_avg:{s.train_ms / max(s.step, 1):.2f}ms"
@@ -448,7 +459,7 @@ class Trainer:
             self.model.load_state_dict({k: v.to(live[k].dtype) for k, v in s.ema.items()})
             f.metric(kind="event", step=s.step, event="ema_applied")
         t0 = time.perf_counter()
-        vl, vb = self._validate()
+        vl, vb = self._validate(final=True)
         ms = 1000 * (time.perf_counter() - t0)
         f.log(f"DIAGNOSTIC post_ema val_loss:{vl:.4f} val_bpb:{vb:.4f} eval_time:{ms:.0f}ms")
         f.metric(

@@ -10,6 +10,7 @@ Runs the real training step (pgolf.train.trainer.Trainer.train_step) on the buil
 from __future__ import annotations
 
 import argparse
+import contextlib
 import resource
 import sys
 import tempfile
@@ -33,17 +34,20 @@ def ensure_data(path: Path) -> Path:
     return path
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_step_args(ap: argparse.ArgumentParser, steps: int) -> None:
+    """The options every training-step benchmark takes."""
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "pgolf-bench-builtin"))
-    ap.add_argument("--steps", type=int, default=10, help="timed steps")
+    ap.add_argument("--steps", type=int, default=steps, help="measured steps")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation, caches)")
     ap.add_argument("--accum", type=int, default=0, help="gradient accumulation steps (0 = preset)")
     ap.add_argument("--set", dest="sets", action="append", default=[])
     ap.add_argument("--out")
-    args = ap.parse_args()
 
+
+@contextlib.contextmanager
+def step_trainer(args: argparse.Namespace):
+    """(config, Trainer) ready to call `train_step`, in a throw-away run directory."""
     sets = list(args.sets) + ["train.warmup_steps=0", "train.checkpoint_every=0"]
     if args.accum:
         sets.append(f"train.grad_accum_steps={args.accum}")
@@ -54,8 +58,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tr = Trainer(cfg, data, Path(tmp) / "run", show_progress=False)
         tr.state.ema = {k: v.detach().float().clone() for k, v in tr.model.state_dict().items()}
-        dev = tr.device
         tr.fwd.train()
+        try:
+            yield cfg, tr
+        finally:
+            tr.files.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_step_args(ap, steps=10)
+    args = ap.parse_args()
+
+    with step_trainer(args) as (cfg, tr):
+        dev = tr.device
         t_warm = time.perf_counter()
         for _ in range(args.warmup):  # with compile on, this is where compilation happens
             tr.train_step(1.0)
@@ -68,7 +84,6 @@ def main() -> None:
             tr.train_step(1.0)
         sync(dev)
         dt = (time.perf_counter() - t0) / args.steps
-        tr.files.close()
         compiled, attention, accum = tr.compiled, tr.attention, tr.accum
     tokens = cfg.train.train_batch_tokens
     fpt = training_flops_per_token(cfg.model, cfg.train.train_seq_len)

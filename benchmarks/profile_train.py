@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,9 +23,7 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import sync, table, write_result  # noqa: E402
-from bench_train import ensure_data  # noqa: E402
-
-from pgolf.config import load_config  # noqa: E402
+from bench_train import add_step_args, step_trainer  # noqa: E402
 
 # aten ops that are dense matrix products (what the FLOP count of pgolf.model.flops covers).
 MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear",
@@ -38,31 +35,15 @@ MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::ma
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", default="tiny")
-    ap.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "pgolf-bench-builtin"))
-    ap.add_argument("--steps", type=int, default=5, help="profiled steps")
-    ap.add_argument("--warmup", type=int, default=3, help="untimed steps first")
-    ap.add_argument("--accum", type=int, default=0, help="gradient accumulation steps (0 = preset)")
+    add_step_args(ap, steps=5)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     ap.add_argument("--top", type=int, default=15)
-    ap.add_argument("--set", dest="sets", action="append", default=[])
-    ap.add_argument("--out")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    sets = list(args.sets) + ["train.warmup_steps=0", "train.checkpoint_every=0"]
-    if args.accum:
-        sets.append(f"train.grad_accum_steps={args.accum}")
-    cfg = load_config(args.preset, sets, environ={})
-    from pgolf.train.trainer import Trainer
-
-    data = ensure_data(Path(args.data))
-    with tempfile.TemporaryDirectory() as tmp:
-        tr = Trainer(cfg, data, Path(tmp) / "run", show_progress=False)
-        tr.state.ema = {k: v.detach().float().clone() for k, v in tr.model.state_dict().items()}
+    with step_trainer(args) as (_cfg, tr):
         dev = tr.device
-        tr.fwd.train()
         for _ in range(args.warmup):
             tr.train_step(1.0)
         sync(dev)
@@ -73,7 +54,6 @@ def main() -> None:
                 tr.train_step(1.0)
             sync(dev)
         wall = (time.perf_counter() - t0) / args.steps
-        tr.files.close()
 
     use_cuda = dev.type == "cuda"
     events = prof.key_averages()

@@ -24,6 +24,7 @@ def main() -> int:
     quick = ["--quick"] if args.quick else []
     jobs = [
         ["bench_train.py"],
+        ["profile_train.py"],
         ["bench_eval.py", *quick],
         ["bench_export.py", *(["--quant", "rtn"] if args.quick else [])],
         ["bench_packing.py", *quick],

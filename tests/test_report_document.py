@@ -10,7 +10,13 @@ import pytest
 
 from pgolf.report import TWO_PASS_NOTE, ReportError
 from pgolf.report.document import aggregate, build_summary, write_report
-from pgolf.report.figures import plot_artifact, plot_eval_bpb, plot_sweep
+from pgolf.report.figures import (
+    plot_artifact,
+    plot_eval_bpb,
+    plot_loss_curves,
+    plot_sweep,
+    split_final_validation,
+)
 
 try:
     from _report_fixtures import make_run
@@ -135,3 +141,14 @@ def test_figure_helpers(tmp_path):
     out = plot_sweep(rows, "slot_steps", "lr", tmp_path / "sweep.png")
     assert png_size(out)[0] > 600
     assert plot_sweep([], "x", None, tmp_path / "none.png") is None
+
+
+def test_whole_split_last_validation_is_drawn_apart(tmp_path):
+    capped = [(0, 6.9, 3.7, 16384), (25, 5.0, 2.7, 16384), (50, 4.6, 2.5, 63232)]
+    assert split_final_validation(capped) == (capped[:2], capped[2])
+    same = [(0, 6.9, 3.7, 63232), (25, 5.0, 2.7, 63232)]
+    assert split_final_validation(same) == (same, None)
+    assert split_final_validation([(0, 6.9, 3.7, None), (5, 6.0, 3.2, None)])[1] is None  # older runs
+    metrics = [{"kind": "train", "step": s, "train_loss": 7.0 - s / 20} for s in range(1, 51)]
+    metrics += [{"kind": "val", "step": x, "val_loss": v, "val_bpb": b, "targets": n} for x, v, b, n in capped]
+    assert png_size(plot_loss_curves(metrics, tmp_path / "loss.png"))[0] > 600

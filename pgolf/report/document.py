@@ -178,7 +178,9 @@ def build_summary(run_dir: str | Path) -> dict[str, Any]:
         "steps": (final or {}).get("step", train_recs[-1]["step"] if train_recs else None),
         "train_seconds": (final or {}).get("train_seconds", train_recs[-1].get("elapsed_s") if train_recs else None),
         "final_train_loss": train_recs[-1].get("train_loss") if train_recs else None,
-        "last_val": ({k: val_recs[-1].get(k) for k in ("step", "val_loss", "val_bpb")} if val_recs else None),
+        "last_val": (
+            {k: val_recs[-1].get(k) for k in ("step", "val_loss", "val_bpb", "targets")} if val_recs else None
+        ),
         "post_ema_val_loss": (final or {}).get("post_ema_val_loss"),
         "post_ema_val_bpb": (final or {}).get("post_ema_val_bpb"),
         "tokens_per_s": train_recs[-1].get("tokens_per_s") if train_recs else None,
@@ -568,6 +570,7 @@ def render_markdown(s: Mapping[str, Any], drawn: Mapping[str, Path], extra: Mapp
             (
                 f"step {t['last_val']['step']:,}: {_bpb(t['last_val']['val_loss'])} nats, "
                 f"{_bpb(t['last_val']['val_bpb'])} bpb"
+                + (f" ({t['last_val']['targets']:,} targets)" if t["last_val"].get("targets") else "")
             )
             if t.get("last_val")
             else None,

@@ -70,6 +70,17 @@ EVENT_LABELS = {
 }
 
 
+def split_final_validation(val: list[tuple]) -> tuple[list[tuple], tuple | None]:
+    """(periodic points, last point or None) for (x, loss, bpb, targets) tuples.
+
+    A capped run validates on a prefix of the split, then on the whole split at its last
+    step: that last point is not on the same curve, so it is drawn apart.
+    """
+    if len(val) > 1 and val[-1][3] is not None and val[-1][3] != val[-2][3]:
+        return val[:-1], val[-1]
+    return val, None
+
+
 def plot_loss_curves(
     metrics: Sequence[Mapping[str, Any]], out_png: str | Path, x: str = "step", title: str | None = None
 ) -> Path | None:
@@ -87,12 +98,13 @@ def plot_loss_curves(
         if r.get("kind") == "train" and _ok(r.get(key)) and _ok(r.get("train_loss"))
     ]
     val = [
-        (r[key], r["val_loss"], r.get("val_bpb"))
+        (r[key], r["val_loss"], r.get("val_bpb"), r.get("targets"))
         for r in metrics
         if r.get("kind") == "val" and _ok(r.get(key)) and _ok(r.get("val_loss"))
     ]
     if not train and not val:
         return None
+    val, final = split_final_validation(val)
     fig = _figure(8.0, 4.6)
     ax = fig.add_subplot()
     _style(ax)
@@ -107,11 +119,19 @@ def plot_loss_curves(
     if val:
         last = val[-1]
         lab = "validation loss"
-        if _ok(last[2]):
+        if final is not None:
+            lab += f" (first {last[3]:,} targets)"
+        elif _ok(last[2]):
             lab += f" (last: {last[1]:.4f} nats, {last[2]:.4f} bpb)"
         ax.plot(
             [p[0] for p in val], [p[1] for p in val], color=C_VAL, linewidth=1.6, marker="o", markersize=6, label=lab
         )
+    if final is not None:
+        lab = f"last validation, whole split ({final[3]:,} targets): {final[1]:.4f} nats"
+        if _ok(final[2]):
+            lab += f", {final[2]:.4f} bpb"
+        ax.plot([final[0]], [final[1]], color=C_VAL, linestyle="none", marker="D", markersize=8, label=lab)
+        val = val + [final]
 
     ys = [p[1] for p in train] + [p[1] for p in val]
     xs = [p[0] for p in train] + [p[0] for p in val]

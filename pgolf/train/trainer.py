@@ -197,7 +197,8 @@ class Trainer:
                 (loss / self.accum).backward()
         return total / self.accum
 
-    def _validate(self, final: bool = False) -> tuple[float, float]:
+    def _validate(self, final: bool = False) -> tuple[float, float, int]:
+        """(val_loss, val_bpb, targets scored): the capped prefix, or with `final` the whole split."""
         cfg = self.cfg
         seq = cfg.eval_seq_len
         per_rank = cfg.train.val_batch_size // (self.d.world_size * self.accum)
@@ -215,7 +216,7 @@ class Trainer:
             self.device,
             autocast=cfg.runtime.autocast,
         )
-        return totals.val_loss, totals.val_bpb
+        return totals.val_loss, totals.val_bpb, totals.tokens
 
     def _save_checkpoint(self) -> None:
         s = self.state
@@ -363,12 +364,14 @@ class Trainer:
             if last or (t.val_loss_every > 0 and s.step % t.val_loss_every == 0):
                 self._sync()
                 s.train_ms += 1000.0 * (time.perf_counter() - t0)
-                vl, vb = self._validate(final=last)
+                vl, vb, n_val = self._validate(final=last)
                 f.log(
                     f"step:{s.step}/{t.iterations} val_loss:{vl:.4f} val_bpb:{vb:.4f} "
                     f"train_time:{s.train_ms:.0f}ms step_avg:{s.train_ms / max(s.step, 1):.2f}ms"
                 )
-                f.metric(kind="val", step=s.step, val_loss=vl, val_bpb=vb, elapsed_s=s.train_ms / 1000.0)
+                f.metric(
+                    kind="val", step=s.step, val_loss=vl, val_bpb=vb, targets=n_val, elapsed_s=s.train_ms / 1000.0
+                )
                 self._sync()
                 t0 = time.perf_counter()
             if last:
@@ -459,7 +462,7 @@ class Trainer:
             self.model.load_state_dict({k: v.to(live[k].dtype) for k, v in s.ema.items()})
             f.metric(kind="event", step=s.step, event="ema_applied")
         t0 = time.perf_counter()
-        vl, vb = self._validate(final=True)
+        vl, vb, _ = self._validate(final=True)
         ms = 1000 * (time.perf_counter() - t0)
         f.log(f"DIAGNOSTIC post_ema val_loss:{vl:.4f} val_bpb:{vb:.4f} eval_time:{ms:.0f}ms")
         f.metric(

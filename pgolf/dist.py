@@ -7,6 +7,7 @@ Processes are started by ``torchrun``; we only read the variables it sets
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 import torch
@@ -57,8 +58,20 @@ def init(runtime: RuntimeConfig) -> DistInfo:
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=device)
 
 
+# Why shutdown() pauses: a Gloo worker thread drops its reference to a finished
+# collective's tensors a moment after the caller has been woken, and that needs the GIL.
+# Once anything has imported torch._dynamo (the first optimizer step does), torch keeps
+# the default group alive past destroy_process_group, so its threads outlive it; if the
+# interpreter is already finalising when a thread gets the GIL, the thread is killed
+# mid-destructor and the process aborts ("terminate called without an active exception",
+# seen in about 1 run in 20 of tests/test_eval_dist.py). Sleeping releases the GIL so the
+# threads finish first.
+DRAIN_SECONDS = 0.2
+
+
 def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
+        time.sleep(DRAIN_SECONDS)
         dist.destroy_process_group()
 
 

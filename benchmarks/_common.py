@@ -51,8 +51,13 @@ def matmul_peak(device: torch.device, dtype: torch.dtype | None = None) -> dict:
 def write_result(name: str, payload: dict, out: str | None = None) -> Path:
     path = Path(out) if out else RESULTS / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"benchmark": name, "system": system_info(payload.get("device")), "threads": torch.get_num_threads(),
-               "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), **payload}
+    payload = {
+        "benchmark": name,
+        "system": system_info(payload.get("device")),
+        "threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        **payload,
+    }
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     return path
 

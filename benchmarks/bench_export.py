@@ -63,19 +63,42 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         run = args.run or fresh_run(Path(tmp) / "run", args.preset, data)
         for quant in quants:
-            rep = export_run(run, Path(tmp) / f"artifact_{quant}.pgolf", quant=quant, data=data,
-                             calib_seqs=args.calib_seqs, device=args.device)
+            rep = export_run(
+                run,
+                Path(tmp) / f"artifact_{quant}.pgolf",
+                quant=quant,
+                data=data,
+                calib_seqs=args.calib_seqs,
+                device=args.device,
+            )
             t = rep["timing"]
-            results[quant] = {"timing": t, "model_bytes": rep["model_bytes"], "total_bytes": rep["total_bytes"],
-                              "params": rep["params"]}
-            rows.append([quant, f"{rep['params']:,}", f"{t.get('calib_s', 0):.1f}", f"{t['quantize_s']:.1f}",
-                         f"{t['write_s']:.1f}", f"{t['verify_s']:.1f}", f"{t['total_s']:.1f}",
-                         f"{rep['model_bytes']:,}"])
-    print(table(rows, ["quant", "params", "calib s", "quantise s", "compress+write s", "verify s", "total s",
-                       "model bytes"]))
+            results[quant] = {
+                "timing": t,
+                "model_bytes": rep["model_bytes"],
+                "total_bytes": rep["total_bytes"],
+                "params": rep["params"],
+            }
+            rows.append(
+                [
+                    quant,
+                    f"{rep['params']:,}",
+                    f"{t.get('calib_s', 0):.1f}",
+                    f"{t['quantize_s']:.1f}",
+                    f"{t['write_s']:.1f}",
+                    f"{t['verify_s']:.1f}",
+                    f"{t['total_s']:.1f}",
+                    f"{rep['model_bytes']:,}",
+                ]
+            )
+    print(
+        table(
+            rows, ["quant", "params", "calib s", "quantise s", "compress+write s", "verify s", "total s", "model bytes"]
+        )
+    )
     source = str(args.run) if args.run else f"{args.preset} preset, initial weights"
     name = f"export_{args.preset if not args.run else 'run'}_{torch.device(args.device).type}"
-    print(f"wrote {write_result(name, {'device': args.device, 'weights': source, 'calib_seqs': args.calib_seqs, 'results': results}, args.out)}")  # noqa: E501
+    payload = {"device": args.device, "weights": source, "calib_seqs": args.calib_seqs, "results": results}
+    print(f"wrote {write_result(name, payload, args.out)}")
 
 
 if __name__ == "__main__":

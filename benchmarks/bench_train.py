@@ -89,22 +89,62 @@ def main() -> None:
     fpt = training_flops_per_token(cfg.model, cfg.train.train_seq_len)
     achieved = fpt * tokens / dt
     peak = matmul_peak(dev)
-    mem = (torch.cuda.max_memory_allocated(dev) if dev.type == "cuda"
-           else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    mem = (
+        torch.cuda.max_memory_allocated(dev)
+        if dev.type == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
     result = {
-        "device": str(dev), "preset": args.preset, "overrides": args.sets, "compiled": compiled,
-        "attention": attention, "grad_accum_steps": accum, "tokens_per_step": tokens,
-        "warmup_steps": args.warmup, "warmup_s": warmup_s,
-        "seq_len": cfg.train.train_seq_len, "step_ms": dt * 1000, "tokens_per_s": tokens / dt,
-        "flops_per_token": fpt, "achieved_flops": achieved, "matmul_peak": peak,
-        "utilisation": achieved / peak["flops"], "peak_memory_bytes": mem,
+        "device": str(dev),
+        "preset": args.preset,
+        "overrides": args.sets,
+        "compiled": compiled,
+        "attention": attention,
+        "grad_accum_steps": accum,
+        "tokens_per_step": tokens,
+        "warmup_steps": args.warmup,
+        "warmup_s": warmup_s,
+        "seq_len": cfg.train.train_seq_len,
+        "step_ms": dt * 1000,
+        "tokens_per_s": tokens / dt,
+        "flops_per_token": fpt,
+        "achieved_flops": achieved,
+        "matmul_peak": peak,
+        "utilisation": achieved / peak["flops"],
+        "peak_memory_bytes": mem,
     }
-    print(table([[args.preset, str(dev), f"{dt * 1000:.1f}", f"{tokens / dt:,.0f}", f"{fpt / 1e6:.2f}",
-                  f"{achieved / 1e9:.1f}", f"{peak['flops'] / 1e9:.1f} ({peak['dtype']})",
-                  f"{100 * result['utilisation']:.1f}%", f"{mem / 2**20:,.0f}", f"{warmup_s:.1f}",
-                  "yes" if compiled else "no"]],
-                ["preset", "device", "step ms", "tokens/s", "MFLOP/token", "GFLOP/s", "matmul peak GFLOP/s",
-                 "of peak", "peak MiB", "warm-up s", "compiled"]))
+    print(
+        table(
+            [
+                [
+                    args.preset,
+                    str(dev),
+                    f"{dt * 1000:.1f}",
+                    f"{tokens / dt:,.0f}",
+                    f"{fpt / 1e6:.2f}",
+                    f"{achieved / 1e9:.1f}",
+                    f"{peak['flops'] / 1e9:.1f} ({peak['dtype']})",
+                    f"{100 * result['utilisation']:.1f}%",
+                    f"{mem / 2**20:,.0f}",
+                    f"{warmup_s:.1f}",
+                    "yes" if compiled else "no",
+                ]
+            ],
+            [
+                "preset",
+                "device",
+                "step ms",
+                "tokens/s",
+                "MFLOP/token",
+                "GFLOP/s",
+                "matmul peak GFLOP/s",
+                "of peak",
+                "peak MiB",
+                "warm-up s",
+                "compiled",
+            ],
+        )
+    )
     name = f"train_{args.preset}_{dev.type}"
     print(f"wrote {write_result(name, result, args.out)}")
 

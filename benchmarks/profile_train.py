@@ -26,11 +26,20 @@ from _common import sync, table, write_result  # noqa: E402
 from bench_train import add_step_args, step_trainer  # noqa: E402
 
 # aten ops that are dense matrix products (what the FLOP count of pgolf.model.flops covers).
-MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear",
-              "aten::_scaled_dot_product_flash_attention_for_cpu",
-              "aten::_scaled_dot_product_flash_attention_for_cpu_backward",
-              "aten::_scaled_dot_product_flash_attention", "aten::_flash_attention_forward",
-              "aten::_flash_attention_backward", "aten::_scaled_dot_product_cudnn_attention")
+MATMUL_OPS = (
+    "aten::mm",
+    "aten::addmm",
+    "aten::bmm",
+    "aten::baddbmm",
+    "aten::matmul",
+    "aten::linear",
+    "aten::_scaled_dot_product_flash_attention_for_cpu",
+    "aten::_scaled_dot_product_flash_attention_for_cpu_backward",
+    "aten::_scaled_dot_product_flash_attention",
+    "aten::_flash_attention_forward",
+    "aten::_flash_attention_backward",
+    "aten::_scaled_dot_product_cudnn_attention",
+)
 
 
 def main() -> None:
@@ -64,14 +73,37 @@ def main() -> None:
     total = sum(self_us(e) for e in events) or 1.0
     ranked = sorted(events, key=self_us, reverse=True)
     matmul = sum(self_us(e) for e in events if e.key in MATMUL_OPS)
-    rows = [{"op": e.key, "calls_per_step": e.count / args.steps, "self_ms_per_step": self_us(e) / 1e3 / args.steps,
-             "share": self_us(e) / total} for e in ranked[: args.top]]
-    print(table([[r["op"], f"{r['calls_per_step']:.0f}", f"{r['self_ms_per_step']:.1f}", f"{100 * r['share']:.1f}%"]
-                 for r in rows], ["op", "calls/step", "self ms/step", "share"]))
-    print(f"step {wall * 1000:.1f} ms under the profiler; matrix products {100 * matmul / total:.1f}% of self time, "
-          f"everything else {100 * (1 - matmul / total):.1f}%; threads {torch.get_num_threads()}")
-    result = {"device": str(dev), "preset": args.preset, "overrides": args.sets, "steps": args.steps,
-              "step_ms_profiled": wall * 1000, "matmul_share": matmul / total, "top": rows}
+    rows = [
+        {
+            "op": e.key,
+            "calls_per_step": e.count / args.steps,
+            "self_ms_per_step": self_us(e) / 1e3 / args.steps,
+            "share": self_us(e) / total,
+        }
+        for e in ranked[: args.top]
+    ]
+    print(
+        table(
+            [
+                [r["op"], f"{r['calls_per_step']:.0f}", f"{r['self_ms_per_step']:.1f}", f"{100 * r['share']:.1f}%"]
+                for r in rows
+            ],
+            ["op", "calls/step", "self ms/step", "share"],
+        )
+    )
+    print(
+        f"step {wall * 1000:.1f} ms under the profiler; matrix products {100 * matmul / total:.1f}% of self time, "
+        f"everything else {100 * (1 - matmul / total):.1f}%; threads {torch.get_num_threads()}"
+    )
+    result = {
+        "device": str(dev),
+        "preset": args.preset,
+        "overrides": args.sets,
+        "steps": args.steps,
+        "step_ms_profiled": wall * 1000,
+        "matmul_share": matmul / total,
+        "top": rows,
+    }
     name = f"profile_{args.preset}_{dev.type}" + (f"_t{args.threads}" if args.threads else "")
     print(f"wrote {write_result(name, result, args.out)}")
 

@@ -133,8 +133,17 @@ def test_qat_fake_quantiser():
 @pytest.mark.slow
 def test_compiled_forward_matches_eager_and_follows_the_qat_switch():
     """torch.compile must not freeze late QAT out (SPEC 11.2 item 8): the switch recompiles the graph."""
-    cfg = small_cfg(**{"model.num_layers": 2, "model.ve_layers": 1, "model.xsa_last_n": 2, "model.model_dim": 64,
-                       "model.num_heads": 2, "model.num_kv_heads": 1, "model.embed_dtype": "float32"})
+    cfg = small_cfg(
+        **{
+            "model.num_layers": 2,
+            "model.ve_layers": 1,
+            "model.xsa_last_n": 2,
+            "model.model_dim": 64,
+            "model.num_heads": 2,
+            "model.num_kv_heads": 1,
+            "model.embed_dtype": "float32",
+        }
+    )
     model = build_model(cfg.model, seed=0).train()
     with torch.no_grad():  # zero-initialised projections would hide QAT's effect
         for p in model.parameters():

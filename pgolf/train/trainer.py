@@ -369,9 +369,7 @@ class Trainer:
                     f"step:{s.step}/{t.iterations} val_loss:{vl:.4f} val_bpb:{vb:.4f} "
                     f"train_time:{s.train_ms:.0f}ms step_avg:{s.train_ms / max(s.step, 1):.2f}ms"
                 )
-                f.metric(
-                    kind="val", step=s.step, val_loss=vl, val_bpb=vb, targets=n_val, elapsed_s=s.train_ms / 1000.0
-                )
+                f.metric(kind="val", step=s.step, val_loss=vl, val_bpb=vb, targets=n_val, elapsed_s=s.train_ms / 1000.0)
                 self._sync()
                 t0 = time.perf_counter()
             if last:

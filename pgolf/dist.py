@@ -64,7 +64,7 @@ def init(runtime: RuntimeConfig) -> DistInfo:
 # the default group alive past destroy_process_group, so its threads outlive it; if the
 # interpreter is already finalising when a thread gets the GIL, the thread is killed
 # mid-destructor and the process aborts ("terminate called without an active exception",
-# seen in about 1 run in 20 of tests/test_eval_dist.py). Sleeping releases the GIL so the
+# 10 of 108 two-rank runs of tests/test_eval_dist.py's script). Sleeping releases the GIL so the
 # threads finish first.
 DRAIN_SECONDS = 0.2
 

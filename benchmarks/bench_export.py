@@ -13,7 +13,6 @@ Prints a table and writes benchmarks/results/export_<preset>_<device>.json.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -25,25 +24,16 @@ from _common import table, write_result  # noqa: E402
 from bench_train import ensure_data  # noqa: E402
 
 from pgolf.config import load_config  # noqa: E402
-from pgolf.quant.artifact import export_run  # noqa: E402
+from pgolf.quant.artifact import export_run, write_run  # noqa: E402
 
 
 def fresh_run(run: Path, preset: str, data: Path) -> Path:
-    """A run directory as the trainer writes it, holding the preset's initial weights."""
-    from safetensors.torch import save_file
-
+    """A run directory holding the preset's initial weights."""
     from pgolf.model.gpt import build_model
 
     cfg = load_config(preset, [], environ={})
     model = build_model(cfg.model, seed=cfg.train.seed, device="cpu")
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    run.mkdir(parents=True, exist_ok=True)
-    d = cfg.to_dict()
-    d.update(world_size=1, grad_accum_steps=1, params=sum(int(v.numel()) for v in state.values()))
-    (run / "config.json").write_text(json.dumps(d, indent=1))
-    save_file(state, str(run / "final_model.safetensors"))
-    (run / "data_dir").write_text(str(data))
-    return run
+    return write_run(run, cfg, model.state_dict(), data_dir=data)
 
 
 def main() -> None:

@@ -17,7 +17,6 @@ from test_quant_support import (
     run_cli,
     trained_tiny,
     write_data_dir,
-    write_run,
 )
 
 import pgolf
@@ -25,7 +24,7 @@ from pgolf.data import shards
 from pgolf.errors import ArtifactError
 from pgolf.model import build_model
 from pgolf.quant import artifact
-from pgolf.quant.artifact import LIMIT_BYTES, export_run, load_artifact, quantize_for_export
+from pgolf.quant.artifact import LIMIT_BYTES, export_run, load_artifact, quantize_for_export, write_run
 from pgolf.quant.rtn import dequantize_state_dict
 
 

@@ -8,9 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from test_quant_support import ROOT, TINY_PASSTHROUGH, random_tiny_state, write_run
+from test_quant_support import ROOT, TINY_PASSTHROUGH, random_tiny_state
 
 from pgolf.quant import codesize
+from pgolf.quant.artifact import write_run
 
 PROBE = """
 import importlib, json, pkgutil, sys

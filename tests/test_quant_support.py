@@ -9,7 +9,6 @@ when shared/ is beside the repository, else a byte-fallback tokenizer trained on
 from __future__ import annotations
 
 import functools
-import json
 import shutil
 import sys
 import tempfile
@@ -111,21 +110,6 @@ def trained_tiny():
         opt.step()
     model.eval()
     return cfg, {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def write_run(run_dir: Path, cfg, state: dict, data_dir: Path | None = None) -> Path:
-    """A run directory as the trainer writes it: config.json + final_model.safetensors (+ data_dir)."""
-    from safetensors.torch import save_file
-
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    d = cfg.to_dict()
-    d.update(world_size=1, grad_accum_steps=1, params=sum(int(v.numel()) for v in state.values()))
-    (run_dir / "config.json").write_text(json.dumps(d, indent=1))
-    save_file({k: v.contiguous() for k, v in state.items()}, str(run_dir / "final_model.safetensors"))
-    if data_dir is not None:
-        (run_dir / "data_dir").write_text(str(data_dir))
-    return run_dir
 
 
 def write_data_dir(data_dir: Path) -> Path:

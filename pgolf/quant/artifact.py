@@ -70,6 +70,29 @@ def read_run(run_dir: str | Path) -> tuple[Config, dict[str, Tensor]]:
     return cfg, state
 
 
+def write_run(
+    run_dir: str | Path, cfg: Config, state: Mapping[str, Tensor], data_dir: str | Path | None = None
+) -> Path:
+    """A run directory `read_run` reads, for weights that `pgolf train` did not write.
+
+    config.json (the config plus the trainer's run facts for one process) and the final
+    weights, as they are, unchecked; with `data_dir`, where `run_data_dir` finds the data.
+    """
+    from safetensors.torch import save_file
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    d = cfg.to_dict()
+    d.update(world_size=1, grad_accum_steps=1, params=sum(int(v.numel()) for v in state.values()))
+    container.atomic_write(run_dir / RUN_CONFIG, json.dumps(d, indent=1).encode())
+    tmp = run_dir / (RUN_WEIGHTS + ".tmp")
+    save_file({k: v.detach().contiguous() for k, v in state.items()}, str(tmp))
+    tmp.replace(run_dir / RUN_WEIGHTS)
+    if data_dir is not None:
+        container.atomic_write(run_dir / "data_dir", str(data_dir).encode())
+    return run_dir
+
+
 def run_data_dir(run_dir: Path, cfg: Config, explicit: str | Path | None) -> Path:
     """--data, else the path the trainer recorded in RUN/data_dir, else the config's data_path."""
     if explicit is not None:

@@ -33,6 +33,14 @@ class ByteTables:
     def size(self) -> int:
         return int(self.base_bytes.numel())
 
+    def count(self, targets: torch.Tensor, prev: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """Bytes of each target (int64); the tables need only the token before it, not `index`.
+
+        Every byte source (these tables, a per-token sidecar) answers this call: `index`
+        holds the stream indices of the targets (target i is tokens[i+1]).
+        """
+        return target_bytes(targets, prev, self)
+
 
 def build_byte_tables(sp, vocab_size: int) -> ByteTables:
     """The challenge's three tables, from a loaded SentencePieceProcessor.

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pgolf import dist
-from pgolf.data.bpb import ByteTables, bpb, target_bytes
+from pgolf.data.bpb import ByteTables, bpb
 from pgolf.errors import DataError
 
 # Methods whose score of a target is fixed before anything has seen that target.
@@ -94,21 +94,41 @@ class Scorer:
         self.sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, tokens, bytes, unk
         self.unk = torch.tensor(list(tables.unk_ids) or [-1], device=device)
         self.record = record
-        self.pieces: list[tuple[int, np.ndarray]] = []
+        self.pieces: list[tuple[int | np.ndarray, np.ndarray]] = []
 
-    def add(self, nll: Tensor, targets: Tensor, prev: Tensor, first_target: int | None = None) -> None:
-        """Score a contiguous run of targets; `first_target` is the stream index of the first one."""
+    def add(
+        self,
+        nll: Tensor,
+        targets: Tensor,
+        prev: Tensor,
+        first_target: int | None = None,
+        index: Tensor | None = None,
+    ) -> None:
+        """Score targets given by their stream indices.
+
+        Either a contiguous run starting at stream index `first_target`, or any set of
+        targets with their stream indices in `index` (same shape as `targets`; target i is
+        tokens[i+1]), e.g. the chunks of several documents scored together.
+        """
         nll = nll.reshape(-1)
         t = targets.reshape(-1)
         p = prev.reshape(-1)
+        run_start = None
+        if index is None and first_target is not None:
+            run_start = int(first_target)
+            index = torch.arange(run_start, run_start + t.numel(), device=t.device)
+        idx = None if index is None else index.reshape(-1)
+        if idx is not None and idx.numel() != t.numel():
+            raise ValueError(f"index has {idx.numel()} entries for {t.numel()} targets")
         self.sums[0] += nll.to(torch.float64).sum()
         self.sums[1] += t.numel()
-        self.sums[2] += target_bytes(t, p, self.tables).sum().to(torch.float64)
+        self.sums[2] += self.tables.count(t, p, idx).sum().to(torch.float64)
         self.sums[3] += torch.isin(t, self.unk).sum().to(torch.float64)
         if self.record:
-            if first_target is None:
-                raise ValueError("recording NLLs needs the stream position of each scored run")
-            self.pieces.append((int(first_target), nll.detach().to(torch.float64).cpu().numpy()))
+            if idx is None:
+                raise ValueError("recording NLLs needs the stream position of each scored target")
+            where = run_start if run_start is not None else idx.detach().cpu().numpy().astype(np.int64)
+            self.pieces.append((where, nll.detach().to(torch.float64).cpu().numpy()))
 
     def finish(self, n_targets: int | None = None) -> Totals:
         """All-reduce the sums (and gather recorded NLLs) across ranks."""
@@ -125,13 +145,17 @@ class Scorer:
         return out
 
 
-def assemble_nll(pieces: list[tuple[int, np.ndarray]], n: int) -> np.ndarray:
-    """Place recorded runs into one array, checking every target is scored exactly once."""
+def assemble_nll(pieces: list[tuple[int | np.ndarray, np.ndarray]], n: int) -> np.ndarray:
+    """Place recorded scores (a run's first index, or every target's index) into one array,
+    checking every target is scored exactly once."""
     out = np.zeros(n, dtype=np.float64)
     seen = np.zeros(n, dtype=np.int32)
-    for start, values in pieces:
-        out[start : start + len(values)] = values
-        seen[start : start + len(values)] += 1
+    for where, values in pieces:
+        idx = np.arange(int(where), int(where) + len(values)) if np.ndim(where) == 0 else np.asarray(where)
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise RuntimeError(f"a scored target index is outside the stream's {n} targets")
+        out[idx] = values
+        np.add.at(seen, idx, 1)
     if not np.all(seen == 1):
         bad = int(np.argmax(seen != 1))
         raise RuntimeError(f"target {bad} was scored {int(seen[bad])} times (each must be scored exactly once)")

@@ -66,6 +66,10 @@ class ModelConfig:
     mtp_loss_weight: float = _f(0.2, "MTP_LOSS_WEIGHT")
     embed_dtype: str = _f("bfloat16", None, "storage dtype of the embedding tables (seed: bfloat16)")
     control_patterns: tuple[str, ...] = _f(SEED_CONTROL_PATTERNS, "CONTROL_TENSOR_NAME_PATTERNS")
+    # -- seed numerics (issue 17)
+    rope_table: str = _f(
+        "seed", None, "seed: bf16 inv_freq and positions for T <= rope_ref_len, fp32 NTK above (the seed) | fp32"
+    )
 
     @property
     def head_dim(self) -> int:
@@ -167,7 +171,12 @@ class RuntimeConfig:
     device: str = _f("auto", None, "auto | cpu | cuda | cuda:N")
     compile: str = _f("auto", None, "auto (on for CUDA) | on | off")
     autocast: str = _f("auto", None, "auto (bf16 on CUDA) | bf16 | off")
-    attention: str = _f("auto", None, "auto (FlashAttention-3 if installed) | sdpa | fa3")
+    attention: str = _f(
+        "auto",
+        None,
+        "auto (FlashAttention-3 if installed, else sdpa) | sdpa (the seed's: K/V heads repeated, then SDPA) "
+        "| sdpa-gqa (SDPA's enable_gqa) | fa3",
+    )
     num_threads: int = _f(0, None, "CPU threads, 0 = torch default")
 
 
@@ -404,6 +413,7 @@ def validate(cfg: Config) -> None:
         m.embed_dtype in ("float32", "bfloat16"),
         f"model.embed_dtype must be float32 or bfloat16, got {m.embed_dtype!r}",
     )
+    _need(m.rope_table in ("seed", "fp32"), f"model.rope_table must be seed or fp32, got {m.rope_table!r}")
 
     t = cfg.train
     _need(t.train_seq_len >= 1, f"train.train_seq_len must be >= 1, got {t.train_seq_len}")
@@ -456,7 +466,10 @@ def validate(cfg: Config) -> None:
     )
     _need(r.compile in ("auto", "on", "off"), f"runtime.compile must be auto, on or off, got {r.compile!r}")
     _need(r.autocast in ("auto", "bf16", "off"), f"runtime.autocast must be auto, bf16 or off, got {r.autocast!r}")
-    _need(r.attention in ("auto", "sdpa", "fa3"), f"runtime.attention must be auto, sdpa or fa3, got {r.attention!r}")
+    _need(
+        r.attention in ("auto", "sdpa", "sdpa-gqa", "fa3"),
+        f"runtime.attention must be auto, sdpa, sdpa-gqa or fa3, got {r.attention!r}",
+    )
     _need(r.num_threads >= 0, f"runtime.num_threads must be >= 0, got {r.num_threads}")
 
 

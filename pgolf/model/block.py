@@ -36,6 +36,7 @@ class Block(nn.Module):
             cfg.qk_gain_init,
             use_xsa=layer in cfg.xsa_layers,
             vrl_gate=cfg.vrl_enabled and layer > 0,
+            rope_table=cfg.rope_table,
         )
         self.mlp = MLP(d, cfg.mlp_hidden)
         self.attn_scale = nn.Parameter(torch.ones(d, dtype=torch.float32))

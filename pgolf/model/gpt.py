@@ -93,7 +93,7 @@ class GPT(nn.Module):
 
     # ------------------------------------------------------------------ runtime switches
     def set_attention_backend(self, backend: str) -> str:
-        """'sdpa', 'fa3' or 'auto' (FlashAttention-3 when installed and on CUDA)."""
+        """'sdpa' (the seed's call), 'sdpa-gqa', 'fa3' or 'auto' (FlashAttention-3 when installed and on CUDA)."""
         if backend == "auto":
             backend = "fa3" if flash_attn_3() is not None and self.tok_emb.weight.is_cuda else "sdpa"
         for b in self.blocks:

@@ -59,6 +59,7 @@ def _sentences(texts: Iterable[str], limit: int = MAX_SENTENCE_BYTES) -> Iterato
     for text in texts:
         if not text or text.isspace():
             continue
+        text = text.replace("\x00", " ")  # as the challenge's exporter trains (DL:235-248)
         data = text.encode("utf-8")
         if len(data) <= limit:
             yield text
@@ -82,6 +83,7 @@ def train_tokenizer(
     vocab_size: int = 1024,
     *,
     num_threads: int = 2,
+    caseops: bool = False,
     extra: dict[str, object] | None = None,
 ) -> Path:
     """Train a BPE SentencePiece model on `texts` (in order) and write it atomically.
@@ -89,6 +91,10 @@ def train_tokenizer(
     Deterministic: the input order is the iteration order, nothing is sampled
     (input_sentence_size=0) and the result does not depend on `num_threads`
     (tests/test_data_tokenizer.py checks byte-identical models).
+
+    With `caseops`, the model is trained on the CaseOps-transformed texts and the four
+    operators are reserved as user-defined symbols, so they get ids 4-7 and are always
+    one token each (FRONTIER F1.2).
     """
     out_path = Path(out_path)
     if vocab_size < 264:
@@ -103,6 +109,13 @@ def train_tokenizer(
         max_sentence_length=MAX_SENTENCE_BYTES,
         minloglevel=2,
     )
+    if caseops:
+        from pgolf.data import caseops as _caseops
+
+        settings["user_defined_symbols"] = list(_caseops.OPERATORS)
+        texts = (_caseops.encode(t) for t in texts)
+        if vocab_size < 268:
+            raise DataError(f"vocab_size={vocab_size}: too small for a CaseOps byte-fallback tokenizer (need >= 268)")
     settings.update(extra or {})
     sentences = _sentences(texts)
     try:
@@ -155,6 +168,31 @@ def check_challenge_ids(sp: spm.SentencePieceProcessor, path: str | Path) -> Non
     """Documents start with id 1 as BOS (SPEC 2.2), so the tokenizer must agree."""
     if int(sp.bos_id()) != BOS_ID:
         raise DataError(f"{path}: tokenizer's BOS id is {int(sp.bos_id())}; the challenge format needs {BOS_ID}")
+
+
+def caseops_operator_ids(
+    sp: spm.SentencePieceProcessor, path: str | Path, vocab_size: int | None = None
+) -> dict[str, int] | None:
+    """The ids of the four CaseOps operators when the tokenizer reserves them all, None when it
+    reserves none; a tokenizer reserving some, or ids outside `vocab_size`, is refused."""
+    from pgolf.data import caseops
+
+    unk = int(sp.unk_id())
+    ids: dict[str, int] = {}
+    for name, op in zip(caseops.OPERATOR_NAMES, caseops.OPERATORS):
+        i = int(sp.piece_to_id(op))
+        if i != unk and sp.id_to_piece(i) == op and list(sp.encode(op)) == [i]:
+            ids[name] = i
+    if not ids:
+        return None
+    if len(ids) < len(caseops.OPERATORS):
+        missing = [n for n in caseops.OPERATOR_NAMES if n not in ids]
+        raise DataError(f"{path}: reserves only some CaseOps operators ({', '.join(missing)} missing)")
+    limit = int(sp.vocab_size()) if vocab_size is None else vocab_size
+    for name, i in ids.items():
+        if not 0 <= i < limit:
+            raise DataError(f"{path}: CaseOps operator {name} has id {i}, outside the vocabulary of {limit}")
+    return ids
 
 
 def find_tokenizer(data_dir: str | Path, explicit: str | Path | None = None) -> Path:

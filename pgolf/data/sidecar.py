@@ -163,3 +163,27 @@ class SidecarBytes:
         """Bytes of targets 0..n-1 (all targets by default)."""
         end = self.counts.numel() if n_targets is None else n_targets + 1
         return int(self.counts[1:end].to(torch.int64).sum())
+
+
+def _char_kind(sp, ch: str) -> str:
+    """How SentencePiece's normaliser treats a character: 'kept', 'space' or 'deleted'."""
+    n = sp.normalize("a" + ch + "b")
+    return "deleted" if n == "ab" else ("space" if n == "a\u2581b" else "kept")
+
+
+def covered_text(sp, text: str) -> str:
+    """The part of a document its pieces' surfaces cover: everything but the leading
+    whitespace and deleted characters, and the trailing whitespace (characters the
+    normaliser deletes right after the last kept one stay with the last piece).
+
+    Its UTF-8 length is what a `raw` sidecar must sum to for the document; the builders
+    check that against the per-piece counts, an independent computation.
+    """
+    a, b = 0, len(text)
+    while a < b and _char_kind(sp, text[a]) != "kept":
+        a += 1
+    while b > a and _char_kind(sp, text[b - 1]) != "kept":
+        b -= 1
+    while a < b < len(text) and _char_kind(sp, text[b]) == "deleted":
+        b += 1
+    return text[a:b]

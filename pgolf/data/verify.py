@@ -560,3 +560,18 @@ def verify_for_run(data_dir: str | Path, tokenizer: str | Path | None, mode: str
         log(f"warning: {msg}")
         return
     raise DataError(f"{msg}; set data.verify=warn to train anyway")
+
+
+def check_before_run(data_dir: str | Path, cfg, is_main: bool, log: Callable[[str], None]) -> None:
+    """`pgolf run`: rank 0 verifies (data.verify), every rank stops on a failure."""
+    from pgolf import dist
+
+    err = None
+    if is_main:
+        try:
+            verify_for_run(data_dir, cfg.data.tokenizer_path or None, cfg.data.verify, log)
+        except DataError as e:
+            err = str(e)
+    err = dist.broadcast_object(err)
+    if err:
+        raise DataError(err)

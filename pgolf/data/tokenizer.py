@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -196,7 +198,8 @@ def caseops_operator_ids(
 
 
 def find_tokenizer(data_dir: str | Path, explicit: str | Path | None = None) -> Path:
-    """An explicit tokenizer path, else DATA_DIR/tokenizer.model."""
+    """An explicit tokenizer path, else DATA_DIR/tokenizer.model, else the tokenizer of the
+    challenge's own layout (`challenge_tokenizer`)."""
     if explicit is not None:
         p = Path(explicit)
         if not p.is_file():
@@ -205,10 +208,50 @@ def find_tokenizer(data_dir: str | Path, explicit: str | Path | None = None) -> 
     p = Path(data_dir) / TOKENIZER_NAME
     if p.is_file():
         return p
+    found = challenge_tokenizer(data_dir)
+    if found is not None:
+        return found
     raise DataError(
-        f"{data_dir}: no {TOKENIZER_NAME} in the data directory; pass --tokenizer PATH "
-        "(the challenge keeps tokenizers apart from shards)"
+        f"{data_dir}: no {TOKENIZER_NAME} in the data directory, and no challenge-layout tokenizer "
+        "(../../tokenizers/fineweb_<V>_bpe*.model); pass --tokenizer PATH"
     )
+
+
+_CHALLENGE_DIR = re.compile(r"fineweb10B_sp(\d+)(_\w+)?$")
+
+
+def challenge_tokenizer(data_dir: str | Path) -> Path | None:
+    """The tokenizer of a download in the challenge's layout, found as its downloader leaves it:
+
+        ROOT/manifest.json                         (the repository's manifest, cached)
+        ROOT/datasets/fineweb10B_sp1024/...        (DATA_DIR)
+        ROOT/tokenizers/fineweb_1024_bpe.model
+
+    The manifest's entry for DATA_DIR names the model; without a manifest the name follows
+    the directory (`fineweb10B_sp<V><suffix>` -> `fineweb_<V>_bpe<suffix>.model`).
+    """
+    d = Path(data_dir)
+    root = d.parent.parent
+    manifest = root / "manifest.json"
+    if manifest.is_file() and manifest.stat().st_size < (64 << 20):
+        try:
+            m = json.loads(manifest.read_text(encoding="utf-8"))
+            entry = next(x for x in m.get("datasets", []) if isinstance(x, dict) and x.get("name") == d.name)
+            name = entry.get("tokenizer_name")
+            tok = next(t for t in m.get("tokenizers", []) if isinstance(t, dict) and t.get("name") == name)
+            rel = tok.get("model_path") or tok.get("path")
+            if isinstance(rel, str) and rel.endswith(".model"):
+                p = (root / rel).resolve()
+                if p.is_file() and p.is_relative_to(root.resolve()):
+                    return p
+        except (ValueError, AttributeError, StopIteration, OSError):
+            pass
+    m = _CHALLENGE_DIR.match(d.name)
+    if m:
+        p = root / "tokenizers" / f"fineweb_{m.group(1)}_bpe{m.group(2) or ''}.model"
+        if p.is_file():
+            return p
+    return None
 
 
 def file_sha256(path: str | Path) -> str:

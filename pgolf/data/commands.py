@@ -60,7 +60,11 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_text)
 
     p = sub.add_parser("fineweb", help="download the challenge's published FineWeb shards")
-    p.add_argument("--variant", default="sp1024", help="sp<VOCAB>, e.g. sp1024")
+    p.add_argument(
+        "--variant",
+        default="sp1024",
+        help="sp1024 (official), sp4096, sp8192, sp8192-caseops (community exports; see docs/data.md) or sp<VOCAB>",
+    )
     p.add_argument(
         "--train-shards",
         type=_positive,
@@ -69,13 +73,16 @@ def register(subparsers) -> None:
         help="first N training shards (100M tokens each; the record runs saw 80)",
     )
     p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--repo-id", default=None, help="Hugging Face dataset repo (default willdepueoai/parameter-golf)")
+    p.add_argument("--repo-id", default=None, help="Hugging Face dataset repo (default: the variant's)")
     p.add_argument("--remote-root", default=None, help="folder of the export inside the repo (default datasets)")
     p.add_argument("--revision", default=None, help="branch, tag or commit (default main)")
     p.add_argument("--endpoint", default=None, help="hub endpoint (default: huggingface_hub's, HF_ENDPOINT)")
     p.add_argument("--cache-dir", default=None, help="download cache (default: huggingface_hub's, HF_HOME)")
     p.add_argument("--force", action="store_true", help="replace an existing DIR")
     p.add_argument("--force-download", action="store_true", help="fetch files again even if cached")
+    p.add_argument(
+        "--max-leaked", type=int, default=0, metavar="N", help="verify: validation documents allowed in train"
+    )
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
     p.set_defaults(func=cmd_fineweb)
 
@@ -180,13 +187,14 @@ def cmd_fineweb(args: argparse.Namespace) -> int:
         args.out,
         args.variant,
         args.train_shards,
-        repo_id=args.repo_id or fineweb.DEFAULT_REPO_ID,
+        repo_id=args.repo_id,
         remote_root=fineweb.DEFAULT_REMOTE_ROOT if args.remote_root is None else args.remote_root,
         revision=args.revision or fineweb.DEFAULT_REVISION,
         endpoint=args.endpoint,
         cache_dir=args.cache_dir,
         force=args.force,
         force_download=args.force_download,
+        max_leaked=args.max_leaked,
         log=log,
     )
     return _summary(m, args.out, args.json)

@@ -114,8 +114,16 @@ def test_trainer_trains_with_the_packing_loader(builtin_dir, tmp_path):
     from pgolf.config import load_config
     from pgolf.train.trainer import Trainer
 
-    sets = ["train.loader=packing", "train.iterations=2", "train.max_wallclock_seconds=0", "train.val_loss_every=0",
-            "train.checkpoint_every=0", "train.train_batch_tokens=1024", "eval.seq_len=256", "train.warmdown_iters=1"]  # fmt: skip
+    sets = [
+        "train.loader=packing",
+        "train.iterations=2",
+        "train.max_wallclock_seconds=0",
+        "train.val_loss_every=0",
+        "train.checkpoint_every=0",
+        "train.train_batch_tokens=1024",
+        "eval.seq_len=256",
+        "train.warmdown_iters=1",
+    ]
     cfg = load_config("tiny", sets, environ={})
     tr = Trainer(cfg, builtin_dir, tmp_path / "run", show_progress=False)
     assert isinstance(tr.batcher, DocumentPackingLoader)

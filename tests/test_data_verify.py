@@ -136,16 +136,15 @@ def test_verify_catches_a_validation_document_copied_into_train(builtin_dir, tmp
     assert r.returncode == 1 and "leak    FAIL" in r.stdout
 
 
-def test_sidecar_scores_equal_the_tables_exactly_with_the_normalized_rule(builtin_dir, sidecar_dirs, tiny_run):
+def test_normalized_sidecar_scores_equal_the_tables(builtin_dir, sidecar_dirs, tiny_run, tmp_path):
     """One model, the same val stream: tables vs a normalized sidecar give the identical bpb for every
     evaluator; a raw sidecar counts the original bytes instead, and only the denominator changes."""
     from pgolf.config import load_config
     from pgolf.eval import evaluate
     from pgolf.quant.artifact import export_run, load_artifact
 
-    art = tiny_run / "verify_test.pgolf"
-    if not art.exists():
-        export_run(tiny_run, art, quant="rtn", data=builtin_dir)
+    art = tmp_path / "m.pgolf"
+    export_run(tiny_run, art, quant="rtn", data=builtin_dir)
     model = load_artifact(art, device="cpu")
     cfg = load_config("tiny", ["eval.slot_steps=1", "eval.ttt_epochs=1", "eval.ttt_chunk_tokens=1024"], environ={})
     tables = load_byte_source(builtin_dir)

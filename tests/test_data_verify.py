@@ -252,3 +252,18 @@ def test_challenge_layout_is_accepted_as_data(builtin_dir, tmp_path):
     assert find_tokenizer(d) == (root / "tokenizers" / "other.model").resolve()
     assert verify_dataset(d)["ok"]
     assert load_sidecar is not None
+
+
+def test_the_evaluated_stream_is_a_prefix_so_sidecar_indices_line_up(sidecar_dirs):
+    from pgolf.eval.common import prepare_stream
+
+    tokens = load_val_tokens(sidecar_dirs["raw"])
+    raw = load_byte_source(sidecar_dirs["raw"])
+    assert len(raw) == len(tokens)
+    for seq, cap in ((256, None), (2048, None), (256, 1000)):
+        s = prepare_stream(tokens, seq, cap)
+        assert np.array_equal(s, tokens[: len(s)])
+        n = len(s) - 1
+        idx = torch.arange(n)
+        t = torch.from_numpy(s.astype(np.int64))
+        assert int(raw.count(t[1:], t[:-1], idx).sum()) == raw.total(n)

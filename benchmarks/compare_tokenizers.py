@@ -54,7 +54,7 @@ def run_one(name: str, data: Path, vocab: int, minutes: float, out: Path, extra:
     ]
     cfg = load_config("tiny", sets, environ={})
     t0 = time.perf_counter()
-    trainer = Trainer(cfg, data, out / "runs" / name, show_progress=False)
+    trainer = Trainer(cfg, data, out / "runs" / time.strftime("%Y%m%d-%H%M%S") / name, show_progress=False)
     res = trainer.run()
     wall = time.perf_counter() - t0
     stream = prepare_stream(trainer.val_full, cfg.eval_seq_len)

@@ -101,20 +101,26 @@ def test_verify_catches_a_sidecar_with_one_entry_changed(caseops_dir, tmp_path):
     assert not rep["ok"] and "BOS" in rep["checks"][0]["summary"] or "operator" in rep["checks"][0]["summary"]
 
 
-def test_verify_catches_a_byte_table_counting_byte_fallback_as_three(builtin_dir):
-    sp = load_tokenizer(builtin_dir / "tokenizer.model")
-    good = build_byte_tables(sp, 1024)
+def test_verify_catches_a_byte_table_counting_byte_fallback_as_three(tmp_path):
+    from _data_fixtures import random_documents
+
+    src = tmp_path / "docs.jsonl"
+    docs = [d for d in random_documents(300, seed=11, max_len=80) if d.strip()]  # emoji, CJK: byte fallback
+    src.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    d = tmp_path / "ds"
+    build_text([src], d, vocab_size=400, val_docs=40, log=quiet)
+    sp = load_tokenizer(d / "tokenizer.model")
+    good = build_byte_tables(sp, 400)
     base = good.base_bytes.clone()
-    byte_ids = [i for i in range(1024) if sp.is_byte(i)]
+    byte_ids = [i for i in range(400) if sp.is_byte(i)]
     base[byte_ids] = 3  # the removed record's bug
     bad = type(good)(base, good.has_leading_space, good.is_boundary, good.unk_ids)
-    assert verify_dataset(builtin_dir, checks=["bytes"], byte_source=good)["ok"]
-    tokens = load_val_tokens(builtin_dir)
-    if not np.isin(tokens, byte_ids).any():
-        pytest.skip("this Python's docs need no byte fallback in the val split")
-    rep = verify_dataset(builtin_dir, checks=["bytes"], byte_source=bad)
+    assert np.isin(load_val_tokens(d), byte_ids).any()
+    assert verify_dataset(d, checks=["bytes"], byte_source=good)["ok"]
+    rep = verify_dataset(d, checks=["bytes"], byte_source=bad)
     v = rep["checks"][0]
     assert not rep["ok"] and "validation document" in v["summary"] and "<0x" in v["summary"]
+    assert "counts 3, the piece has 1" in v["summary"]
 
 
 def test_verify_catches_a_validation_document_copied_into_train(builtin_dir, tmp_path):

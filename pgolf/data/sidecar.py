@@ -152,7 +152,8 @@ class SidecarBytes:
         if index is None:
             raise ValueError("sidecar byte counts need each target's stream index (pass first_target or index)")
         idx = index.reshape(targets.shape).long() + 1
-        if idx.numel() and (int(idx.min()) < 1 or int(idx.max()) >= self.counts.numel()):
+        lo, hi = torch.stack(torch.aminmax(idx)).tolist() if idx.numel() else (1, 0)  # one device sync
+        if lo < 1 or hi >= self.counts.numel():
             raise DataError(
                 f"a scored target lies outside the byte sidecar ({self.counts.numel() - 1:,} targets): "
                 "the sidecar belongs to another validation stream"

@@ -110,6 +110,10 @@ class TrainConfig:
     late_qat_threshold: float = _f(0.15, "LATE_QAT_THRESHOLD", "0 disables late QAT")
     checkpoint_every: int = _f(1000, None, "steps between checkpoints (0 = none)")
     keep_checkpoints: int = _f(2, None)
+    # --- data engineer (issue 12): the training loader
+    loader: str = _f(
+        "stream", None, "stream: the seed's token stream | packing: FRONTIER F1.6 document packing ([1, local] rows)"
+    )
 
 
 @dataclass
@@ -164,6 +168,12 @@ class EvalConfig:
 class DataConfig:
     data_path: str = _f("./data/datasets/fineweb10B_sp1024", "DATA_PATH")
     tokenizer_path: str = _f("", "TOKENIZER_PATH", "empty: the data directory's tokenizer.model")
+    # --- data engineer (issue 12): byte accounting and dataset checks
+    caseops: str = _f(
+        "auto", "CASEOPS_ENABLED", "auto: detect from the tokenizer | 1: require a CaseOps dataset | 0: refuse one"
+    )
+    byte_source: str = _f("auto", None, "auto: the val byte sidecar if present, else byte tables | sidecar | tables")
+    verify: str = _f("on", None, "pgolf run checks the data first (pgolf data verify): on (failure stops) | warn | off")
 
 
 @dataclass
@@ -471,6 +481,23 @@ def validate(cfg: Config) -> None:
         f"runtime.attention must be auto, sdpa, sdpa-gqa or fa3, got {r.attention!r}",
     )
     _need(r.num_threads >= 0, f"runtime.num_threads must be >= 0, got {r.num_threads}")
+    _validate_data_fields(cfg)
+
+
+def _validate_data_fields(cfg: Config) -> None:
+    """The data engineer's fields (issue 12): loader, CaseOps, byte source, verification."""
+    loader = cfg.train.loader
+    _need(loader in ("stream", "packing"), f"train.loader must be stream or packing, got {loader!r}")
+    d = cfg.data
+    _need(
+        d.caseops.strip().lower() in ("auto", "", "1", "0", "true", "false", "on", "off", "yes", "no"),
+        f"data.caseops must be auto, 1 or 0 (CASEOPS_ENABLED), got {d.caseops!r}",
+    )
+    _need(
+        d.byte_source in ("auto", "sidecar", "tables"),
+        f"data.byte_source must be auto, sidecar or tables, got {d.byte_source!r}",
+    )
+    _need(d.verify in ("on", "warn", "off"), f"data.verify must be on, warn or off, got {d.verify!r}")
 
 
 def grad_accum_for(cfg: Config, world_size: int) -> int:

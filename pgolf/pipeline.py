@@ -19,6 +19,7 @@ from pathlib import Path
 from pgolf import dist
 from pgolf.cliutil import add_config_args, config_from_args, log, print_json
 from pgolf.config import Config
+from pgolf.data.verify import check_before_run
 from pgolf.errors import ConfigError
 
 BUILTIN_DEFAULT = "./data/builtin"
@@ -188,6 +189,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = Path(dist.broadcast_object(str(out)))
     if info.is_main and out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out}: output directory exists and is not empty; choose another --out")
+    check_before_run(data, cfg, info.is_main, log)  # pgolf data verify: bytes, leak, shards
     summaries = []
     try:
         for seed in seeds:

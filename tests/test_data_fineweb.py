@@ -179,3 +179,86 @@ def test_force_download_replaces_a_corrupted_cache_entry(tmp_path):
         m = fetch_fineweb(tmp_path / "fw2", "sp1024", 1, endpoint=hub.url, cache_dir=cache, force_download=True)
         assert m["counts"]["train_tokens"] == 1000
     assert read_shard(tmp_path / "fw" / "fineweb_train_000000.bin").size == 1000  # first copy unaffected
+
+
+CASEOPS_REPO = "romeerp/parameter-golf-caseops-v1"
+CASEOPS_PREFIX = "datasets/datasets/fineweb10B_sp8192_lossless_caps_caseops_v1_reserved"
+CASEOPS_TOK = "tokenizers/fineweb_8192_bpe_lossless_caps_caseops_v1_reserved.model"
+
+
+def caseops_hub_files(tmp_path, n_val_docs: int = 12) -> dict[str, bytes]:
+    """The record's published CaseOps layout, with a small pgolf CaseOps tokenizer standing in for
+    the record's (the shards' ids are < 512 <= 8192, so the 8192 variant's checks apply)."""
+    import lzma
+    from pathlib import Path
+
+    from _data_fixtures import random_documents
+
+    from pgolf.data import caseops
+    from pgolf.data.sidecar import piece_surfaces, raw_counts
+    from pgolf.data.tokenizer import load_tokenizer
+
+    model = tmp_path / "co.model"
+    model.write_bytes(lzma.decompress((Path(__file__).parent / "fixtures" / "caseops_512.model.xz").read_bytes()))
+    sp = load_tokenizer(model)
+    docs = [d for d in random_documents(60, seed=7) if d.strip()] + ["The NASA Launch", "iPhone McDonald"]
+    toks, side = {"val": [], "train": []}, []
+    for i, d in enumerate(docs):
+        [(ids, surf)] = piece_surfaces(sp, [caseops.encode(d)])
+        split = "val" if i < n_val_docs else "train"
+        toks[split] += [1, *ids]
+        if split == "val":
+            side += [0, *raw_counts(surf, caseops=True)]
+    manifest = {
+        "datasets": [
+            {
+                "name": "fineweb10B_sp8192_lossless_caps_caseops_v1_reserved",
+                "tokenizer_name": "sp_bpe_8192_lossless_caps_caseops_v1_reserved",
+                "val_bytes_glob": "fineweb_val_bytes_*.bin",
+                "stats": {"files_train": 1, "files_val": 1, "docs_val": n_val_docs, "tokens_val": len(toks["val"])},
+            }
+        ],
+        "tokenizers": [{"name": "sp_bpe_8192_lossless_caps_caseops_v1_reserved", "model_path": CASEOPS_TOK}],
+    }
+    return {
+        "datasets/manifest.json": json.dumps(manifest).encode(),
+        f"{CASEOPS_PREFIX}/fineweb_val_000000.bin": shard_bytes(np.array(toks["val"])),
+        f"{CASEOPS_PREFIX}/fineweb_val_bytes_000000.bin": shard_bytes(np.array(side)),
+        f"{CASEOPS_PREFIX}/fineweb_train_000000.bin": shard_bytes(np.array(toks["train"])),
+        f"datasets/{CASEOPS_TOK}": model.read_bytes(),
+    }
+
+
+def test_caseops_variant_downloads_the_sidecar_and_verifies(tmp_path):
+    from pgolf.data.bpb import load_byte_source
+    from pgolf.data.sidecar import SidecarBytes
+
+    files = caseops_hub_files(tmp_path)
+    with FakeHub(CASEOPS_REPO, files) as hub, pytest.raises(DataError, match="512 does not match vocab_size=8192"):
+        fetch_fineweb(tmp_path / "fw", "sp8192-caseops", 1, endpoint=hub.url, cache_dir=tmp_path / "c")
+    # The same export with a tokenizer of the variant's size is read and verified as is.
+    from pgolf.data import fineweb
+
+    info = dict(fineweb.VARIANTS["sp8192-caseops"])
+    fineweb.VARIANTS["sp8192-caseops"] = {**info, "vocab_size": 512}
+    try:
+        with FakeHub(CASEOPS_REPO, files) as hub:
+            m = fetch_fineweb(tmp_path / "fw", "sp8192-caseops", 1, endpoint=hub.url, cache_dir=tmp_path / "c")
+            assert m["caseops"]["operators"] == {"TITLE": 4, "ALLCAPS": 5, "CAPNEXT": 6, "ESC": 7}
+            assert m["byte_sidecar"]["rule"] == "raw" and m["counts"]["val_byte_source"] == "sidecar:raw"
+            src = load_byte_source(tmp_path / "fw")
+            assert isinstance(src, SidecarBytes) and src.total() == m["counts"]["val_bytes"]
+            # A sidecar that does not match its shard is refused, naming the remote file's copy.
+            bad = dict(files)
+            bad[f"{CASEOPS_PREFIX}/fineweb_val_bytes_000000.bin"] = shard_bytes(np.zeros(5, np.uint16))
+            hub.files.update(bad)
+            hub.commit = "e" * 40
+            with pytest.raises(DataError, match=r"fineweb_val_bytes_000000\.bin: 5 byte counts"):
+                fetch_fineweb(tmp_path / "fw2", "sp8192-caseops", 1, endpoint=hub.url, cache_dir=tmp_path / "c")
+        # Offline: one line naming the repository.
+        with pytest.raises(DataError, match=f"{CASEOPS_REPO}") as e:
+            dead = "http://127.0.0.1:9"
+            fetch_fineweb(tmp_path / "fw3", "sp8192-caseops", 1, endpoint=dead, cache_dir=tmp_path / "e")
+        assert "\n" not in str(e.value)
+    finally:
+        fineweb.VARIANTS["sp8192-caseops"] = info

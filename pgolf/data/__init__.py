@@ -9,6 +9,12 @@ text       datasets from local .txt/.jsonl files
 fineweb    the challenge's published FineWeb shards (Hugging Face)
 manifest   manifest.json, file hashes, atomic directory replacement
 stats      validate a dataset directory and count tokens, documents and bytes
+documents  document boundaries: BOS positions, cu_seqlens, segment ids and positions
+caseops    the frontier's lossless case transform (encode/decode) and its sidecar byte rule
+sidecar    the validation byte sidecar: write rules, read, and the SidecarBytes byte source
+packing    the frontier's document-packing training loader (train.loader = "packing")
+leak       validation documents found in the training split
+verify     `pgolf data verify`: shards, bytes, leak
 """
 
 from pgolf.data.loader import DistributedBatcher, TokenStream, load_val_tokens, truncate_val

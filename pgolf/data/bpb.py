@@ -95,3 +95,76 @@ def bpb(loss_sum: float, tokens: float, n_bytes: float) -> tuple[float, float]:
         raise ValueError("scored tokens represent no bytes")
     val_loss = loss_sum / tokens
     return val_loss, (val_loss / math.log(2.0)) * (tokens / n_bytes)
+
+
+BYTE_SOURCES = ("auto", "sidecar", "tables")
+
+
+def caseops_setting(value: str | bool | None) -> bool | None:
+    """`data.caseops` / CASEOPS_ENABLED: None for auto (detect), else True or False."""
+    if value is None or isinstance(value, bool):
+        return value
+    v = str(value).strip().lower()
+    if v in ("", "auto"):
+        return None
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off"):
+        return False
+    from pgolf.errors import ConfigError
+
+    raise ConfigError(f"data.caseops={value!r}: must be auto, 1 or 0 (CASEOPS_ENABLED)")
+
+
+def load_byte_source(
+    data_dir,
+    tokenizer=None,
+    vocab_size: int | None = None,
+    *,
+    source: str = "auto",
+    caseops: str | bool | None = "auto",
+):
+    """The byte source every evaluator counts with: the dataset's sidecar when it has one
+    (FRONTIER F1.4), otherwise the challenge's byte tables.
+
+    `tokenizer` is a path (default: the data directory's, see `find_tokenizer`). A
+    tokenizer that reserves the CaseOps operators needs a sidecar: the tables would charge
+    3 bytes per operator. `source` (data.byte_source) forces "sidecar" or "tables";
+    `caseops` (data.caseops, CASEOPS_ENABLED) asserts what the dataset is.
+    """
+    from pathlib import Path
+
+    from pgolf.data.manifest import read_manifest
+    from pgolf.data.shards import list_shards
+    from pgolf.data.sidecar import SIDECAR_GLOB, SidecarBytes, list_sidecar_shards, load_sidecar
+    from pgolf.data.tokenizer import caseops_operator_ids, find_tokenizer, load_tokenizer
+    from pgolf.errors import ConfigError, DataError
+
+    data_dir = Path(data_dir)
+    if source not in BYTE_SOURCES:
+        raise ConfigError(f"data.byte_source={source!r}: must be one of {', '.join(BYTE_SOURCES)}")
+    tok_path = find_tokenizer(data_dir, tokenizer)
+    sp = load_tokenizer(tok_path, vocab_size)
+    vocab = vocab_size or int(sp.vocab_size())
+    ops = caseops_operator_ids(sp, tok_path, vocab)
+    want = caseops_setting(caseops)
+    if want is True and ops is None:
+        raise ConfigError(f"data.caseops=1 (CASEOPS_ENABLED) but {tok_path} does not reserve the CaseOps operators")
+    if want is False and ops is not None:
+        raise ConfigError(
+            f"data.caseops=0 (CASEOPS_ENABLED) but {tok_path} reserves the CaseOps operators: "
+            "its byte tables would charge 3 bytes per operator"
+        )
+    tables = build_byte_tables(sp, vocab)
+    has_sidecar = bool(list_sidecar_shards(data_dir))
+    if source == "tables" or (source == "auto" and not has_sidecar):
+        if ops is not None:
+            raise DataError(
+                f"{data_dir}: CaseOps dataset ({tok_path.name} reserves the case operators) without a byte "
+                f"sidecar ({SIDECAR_GLOB}); the byte tables would count every operator as 3 bytes"
+            )
+        return tables
+    manifest = read_manifest(data_dir) or {}
+    rule = (manifest.get("byte_sidecar") or {}).get("rule", "raw")
+    counts = load_sidecar(data_dir, list_shards(data_dir, "val"))
+    return SidecarBytes(counts, tables.size, tables.unk_ids, rule=rule, caseops=ops is not None)

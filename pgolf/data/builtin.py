@@ -156,9 +156,14 @@ def build_builtin(
     force: bool = False,
     root: str | Path | None = None,
     num_threads: int = 2,
+    caseops: bool = False,
+    sidecar: str | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict:
-    """Write the built-in dataset to `out`; returns its manifest."""
+    """Write the built-in dataset to `out`; returns its manifest.
+
+    `caseops` and `sidecar` as for `pgolf.data.text.write_document_dataset`.
+    """
     from pgolf.data.manifest import check_target
     from pgolf.data.text import write_document_dataset
 
@@ -178,6 +183,8 @@ def build_builtin(
         source={**source_description(), "val_names_sha256": _names_sha256(val)},
         force=force,
         num_threads=num_threads,
+        caseops=caseops,
+        sidecar=sidecar,
         log=log,
     )
 

@@ -1,4 +1,4 @@
-"""`pgolf data {builtin,text,fineweb,stats}`: build or inspect a token dataset directory."""
+"""`pgolf data {builtin,text,fineweb,stats,verify}`: build, inspect or verify a token dataset directory."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ def register(subparsers) -> None:
     p.add_argument("--vocab-size", type=_positive, default=1024)
     p.add_argument("--force", action="store_true", help="replace an existing DIR")
     p.add_argument("--threads", type=_positive, default=2, help="tokenizer threads (output does not depend on it)")
+    _transform_args(p)
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
     p.set_defaults(func=cmd_builtin)
 
@@ -54,11 +55,16 @@ def register(subparsers) -> None:
     p.add_argument("--shard-tokens", type=_positive, default=100_000_000, help="tokens per shard")
     p.add_argument("--force", action="store_true", help="replace an existing DIR")
     p.add_argument("--threads", type=_positive, default=2)
+    _transform_args(p)
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
     p.set_defaults(func=cmd_text)
 
     p = sub.add_parser("fineweb", help="download the challenge's published FineWeb shards")
-    p.add_argument("--variant", default="sp1024", help="sp<VOCAB>, e.g. sp1024")
+    p.add_argument(
+        "--variant",
+        default="sp1024",
+        help="sp1024 (official), sp4096, sp8192, sp8192-caseops (community exports; see docs/data.md) or sp<VOCAB>",
+    )
     p.add_argument(
         "--train-shards",
         type=_positive,
@@ -67,13 +73,16 @@ def register(subparsers) -> None:
         help="first N training shards (100M tokens each; the record runs saw 80)",
     )
     p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--repo-id", default=None, help="Hugging Face dataset repo (default willdepueoai/parameter-golf)")
+    p.add_argument("--repo-id", default=None, help="Hugging Face dataset repo (default: the variant's)")
     p.add_argument("--remote-root", default=None, help="folder of the export inside the repo (default datasets)")
     p.add_argument("--revision", default=None, help="branch, tag or commit (default main)")
     p.add_argument("--endpoint", default=None, help="hub endpoint (default: huggingface_hub's, HF_ENDPOINT)")
     p.add_argument("--cache-dir", default=None, help="download cache (default: huggingface_hub's, HF_HOME)")
     p.add_argument("--force", action="store_true", help="replace an existing DIR")
     p.add_argument("--force-download", action="store_true", help="fetch files again even if cached")
+    p.add_argument(
+        "--max-leaked", type=int, default=0, metavar="N", help="verify: validation documents allowed in train"
+    )
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
     p.set_defaults(func=cmd_fineweb)
 
@@ -85,6 +94,43 @@ def register(subparsers) -> None:
     p.add_argument("--verify", action="store_true", help="also check every file's sha256 against the manifest")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser(
+        "verify",
+        help="check bytes, leaks, shards and manifest; non-zero exit on any failure",
+        description=VERIFY_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--tokenizer", metavar="MODEL", help="tokenizer (default: found next to DIR)")
+    p.add_argument(
+        "--source",
+        nargs="+",
+        metavar="PATH",
+        help="the original documents (.jsonl/.txt/dir; the first val_docs are validation) for the exact sidecar check",
+    )
+    p.add_argument("--field", default="text", help="JSON field holding the text in .jsonl sources")
+    p.add_argument("--max-leaked", type=int, default=0, metavar="N", help="validation documents allowed in train")
+    p.add_argument("--check", action="append", choices=("shards", "bytes", "leak"), help="run only these checks")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.set_defaults(func=cmd_verify)
+
+
+VERIFY_HELP = """Verdicts, one line each (exit 1 if any fails):
+  shards  headers, sizes, ids < vocab, sidecar alignment, manifest hashes and counts
+  bytes   per validation document: the bytes the scorer counts vs the bytes of the text
+  leak    validation documents (hash of their normalised text) found in the training split
+See docs/data.md, "Verifying a dataset"."""
+
+
+def _transform_args(p) -> None:
+    p.add_argument("--caseops", action="store_true", help="CaseOps transform + operators reserved + raw byte sidecar")
+    p.add_argument(
+        "--sidecar",
+        choices=("raw", "normalized"),
+        help="also write the validation byte sidecar: raw (original bytes, the record's rule) or normalized "
+        "(the byte tables per token); CaseOps always writes raw",
+    )
 
 
 def _summary(manifest: dict, out: str, as_json: bool) -> int:
@@ -102,7 +148,15 @@ def _summary(manifest: dict, out: str, as_json: bool) -> int:
 def cmd_builtin(args: argparse.Namespace) -> int:
     from pgolf.data.builtin import build_builtin
 
-    m = build_builtin(args.out, args.vocab_size, force=args.force, num_threads=args.threads, log=log)
+    m = build_builtin(
+        args.out,
+        args.vocab_size,
+        force=args.force,
+        num_threads=args.threads,
+        caseops=args.caseops,
+        sidecar=args.sidecar,
+        log=log,
+    )
     return _summary(m, args.out, args.json)
 
 
@@ -119,6 +173,8 @@ def cmd_text(args: argparse.Namespace) -> int:
         force=args.force,
         shard_tokens=args.shard_tokens,
         num_threads=args.threads,
+        caseops=args.caseops,
+        sidecar=args.sidecar,
         log=log,
     )
     return _summary(m, args.out, args.json)
@@ -131,13 +187,14 @@ def cmd_fineweb(args: argparse.Namespace) -> int:
         args.out,
         args.variant,
         args.train_shards,
-        repo_id=args.repo_id or fineweb.DEFAULT_REPO_ID,
+        repo_id=args.repo_id,
         remote_root=fineweb.DEFAULT_REMOTE_ROOT if args.remote_root is None else args.remote_root,
         revision=args.revision or fineweb.DEFAULT_REVISION,
         endpoint=args.endpoint,
         cache_dir=args.cache_dir,
         force=args.force,
         force_download=args.force_download,
+        max_leaked=args.max_leaked,
         log=log,
     )
     return _summary(m, args.out, args.json)
@@ -154,3 +211,22 @@ def cmd_stats(args: argparse.Namespace) -> int:
     else:
         print(format_stats(s))
     return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from pgolf.data.verify import CHECKS, format_report, source_documents, verify_dataset
+
+    texts = source_documents(args.dir, args.source, args.field) if args.source else None
+    rep = verify_dataset(
+        args.dir,
+        args.tokenizer,
+        val_texts=texts,
+        max_leaked=args.max_leaked,
+        checks=args.check or CHECKS,
+        log=log,
+    )
+    if args.json:
+        print_json(rep)
+    else:
+        print(format_report(rep))
+    return 0 if rep["ok"] else 1

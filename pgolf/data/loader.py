@@ -121,6 +121,9 @@ class DistributedBatcher:
         return {"stream": self.stream.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
+        if "stream" not in state:
+            where = self.stream.files[0].parent
+            raise DataError(f"{where}: resume state is not a stream loader's (train.loader changed?)")
         self.stream.load_state_dict(state["stream"])
 
     def reset(self) -> None:

@@ -29,8 +29,8 @@ _NAME = re.compile(r"fineweb_(train|val)_(\d{6})\.bin$")
 
 
 def shard_name(split: str, index: int) -> str:
-    if split not in ("train", "val"):
-        raise ValueError(f"split must be train or val, got {split!r}")
+    if split not in ("train", "val", "val_bytes"):  # val_bytes: the byte sidecar, pgolf.data.sidecar
+        raise ValueError(f"split must be train, val or val_bytes, got {split!r}")
     return f"fineweb_{split}_{index:06d}.bin"
 
 
@@ -109,7 +109,9 @@ def list_shards(data_dir: str | Path, split: str) -> list[Path]:
     if not data_dir.is_dir():
         raise DataError(f"{data_dir}: data directory not found")
     pattern = TRAIN_GLOB if split == "train" else VAL_GLOB
-    files = sorted(data_dir.glob(pattern))
+    # The val glob also matches the byte sidecar (fineweb_val_bytes_*.bin); the record's
+    # loader drops those names the same way (T:504-517).
+    files = sorted(p for p in data_dir.glob(pattern) if "_bytes_" not in p.name)
     if not files:
         raise DataError(f"{data_dir}: empty {split} split (no {pattern} files)")
     return files

@@ -120,6 +120,13 @@ def dataset_stats(
         verify_files(data_dir, manifest)
     train = stream_counts(train_files, None, vocab)
     val = stream_counts(val_files, tables, vocab)
+    # What the scorer counts: the val byte sidecar when there is one (CaseOps), else the tables.
+    from pgolf.data.bpb import load_byte_source
+
+    source = load_byte_source(data_dir, tok_path, vocab)
+    byte_source = f"sidecar:{source.rule}" if hasattr(source, "rule") else "tables"
+    if hasattr(source, "rule"):
+        val["table_bytes"], val["bytes"] = val["bytes"], source.total()
     if train["tokens"] == 0:
         raise DataError(f"{data_dir}: empty train split (the train shards hold no tokens)")
     if val["tokens"] < 2:
@@ -139,6 +146,7 @@ def dataset_stats(
         "val_docs": val["docs"],
         "val_targets": targets,
         "val_bytes": val["bytes"],
+        "val_byte_source": byte_source,
         "tokens_per_byte": targets / val["bytes"] if val["bytes"] else None,
         "bytes_per_token": val["bytes"] / targets if targets else None,
         "val_unk_tokens": val["unk_tokens"],

@@ -33,6 +33,7 @@ from pgolf.data.stats import stream_counts, unigram_bpb, val_target_histogram
 from pgolf.data.tokenizer import (
     BOS_ID,
     TOKENIZER_NAME,
+    caseops_operator_ids,
     check_challenge_ids,
     document_unk_report,
     file_sha256,
@@ -115,16 +116,35 @@ def write_document_dataset(
     force: bool = False,
     shard_tokens: int = MAX_SHARD_TOKENS,
     num_threads: int = 2,
+    caseops: bool = False,
+    sidecar: str | None = None,
+    verify: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> dict:
     """Tokenize documents into a dataset directory (shards, tokenizer.model, manifest.json).
 
     `train_docs`/`val_docs` are called each time the documents are needed (once
     to train the tokenizer, once to encode), so they can stream from disk.
-    Returns the manifest.
+    `caseops` applies the CaseOps transform before tokenizing (and trains the tokenizer
+    with the operators reserved); `sidecar` ("raw" or "normalized", see pgolf.data.sidecar)
+    writes the per-token byte sidecar, always "raw" for CaseOps. Training documents whose
+    tokens equal a validation document's are dropped (counted in the manifest). With
+    `verify`, `pgolf data verify`'s checks run on the new directory before it replaces
+    anything. Returns the manifest.
     """
+    from pgolf.data import caseops as co
+    from pgolf.data import sidecar as sc
+    from pgolf.data.leak import document_key
+
     say = log or (lambda _msg: None)
     out = check_target(out, force)
+    if caseops:
+        sidecar = sidecar or "raw"
+        if sidecar != "raw":
+            raise DataError(f"--sidecar {sidecar}: a CaseOps dataset counts original bytes (raw) only")
+    if sidecar is not None and sidecar not in sc.RULES:
+        raise DataError(f"--sidecar {sidecar!r}: choose one of {', '.join(sc.RULES)}")
+    transform = co.encode if caseops else (lambda t: t)
     with staged_directory(out, force) as tmp:
         tok_path = tmp / TOKENIZER_NAME
         if tokenizer is not None:
@@ -132,52 +152,107 @@ def write_document_dataset(
             check_challenge_ids(sp, tokenizer)
             shutil.copyfile(tokenizer, tok_path)
         else:
-            say(f"training a {vocab_size or 1024}-token BPE tokenizer on the train documents")
-            train_tokenizer(_non_empty(train_docs()), tok_path, vocab_size or 1024, num_threads=num_threads)
+            what = "CaseOps " if caseops else ""
+            say(f"training a {vocab_size or 1024}-token {what}BPE tokenizer on the train documents")
+            train_tokenizer(
+                _non_empty(train_docs()), tok_path, vocab_size or 1024, num_threads=num_threads, caseops=caseops
+            )
             sp = load_tokenizer(tok_path, vocab_size or 1024)
         vocab = int(sp.vocab_size())
         if vocab > 65536:
             raise DataError(f"{tokenizer}: vocabulary of {vocab} ids does not fit the uint16 shard format")
+        operators = caseops_operator_ids(sp, tokenizer or tok_path, vocab)
+        if caseops and operators is None:
+            raise DataError(f"{tokenizer}: does not reserve the CaseOps operators U+E001-U+E004; cannot encode CaseOps")
+        if not caseops and operators is not None:
+            raise DataError(f"{tokenizer}: reserves the CaseOps operators; pass --caseops (or use another tokenizer)")
         tables = build_byte_tables(sp, vocab)
 
         hashers = {"val": DocumentHasher(), "train": DocumentHasher()}
         combined = DocumentHasher()
         report: dict[str, int] = {}
         writers = {}
+        side = ShardWriter(tmp, "val_bytes", shard_tokens) if sidecar else None
+        val_keys: set[bytes] = set()
+        dropped = 0
+        text_bytes = covered_bytes = 0
         for split, docs_fn in (("val", val_docs), ("train", train_docs)):
             say(f"encoding {split} documents")
             w = ShardWriter(tmp, split, shard_tokens)
             for batch in _batches(_non_empty(docs_fn())):
-                encoded = sp.encode(batch, num_threads=num_threads)
-                for text, ids in zip(batch, encoded):
+                inputs = [transform(t) for t in batch]
+                if split == "val" and side is not None:
+                    pieces = sc.piece_surfaces(sp, inputs, num_threads)
+                    encoded = [ids for ids, _ in pieces]
+                else:
+                    encoded = sp.encode(inputs, num_threads=num_threads)
+                for k, (text, ids) in enumerate(zip(batch, encoded)):
+                    if split == "val":
+                        val_keys.add(document_key(ids))
+                    elif ids and document_key(ids) in val_keys:
+                        dropped += 1  # a copy of a validation document (same normalised text)
+                        continue
                     hashers[split].update(text)
                     combined.update(text)
                     w.add([BOS_ID, *ids])
-                if split == "val":
-                    for k, v in document_unk_report(sp, batch, tables, encoded).items():
-                        report[k] = report.get(k, 0) + v
+                    if split == "val":
+                        text_bytes += len(text.encode("utf-8"))
+                    if split == "val" and side is not None:
+                        where = f"{out}: validation document {w.docs - 1}"
+                        if sidecar == "raw":
+                            counts = sc.raw_counts(pieces[k][1], caseops)
+                            covered = len(sc.covered_text(sp, text).encode("utf-8"))
+                            if sum(counts) != covered:  # two independent computations must agree
+                                raise DataError(f"{where}: sidecar sums to {sum(counts)} bytes, text has {covered}")
+                            covered_bytes += covered
+                        else:
+                            counts = sc.normalized_counts(ids, tables)
+                        sc.check_counts(counts, where)
+                        side.add([0, *counts])
+                if split == "val" and not caseops:
+                    for key, v in document_unk_report(sp, batch, tables, encoded).items():
+                        report[key] = report.get(key, 0) + v
             w.close()
             if w.docs == 0:
                 raise DataError(f"{out}: empty {split} split (no non-empty {split} documents)")
             writers[split] = w
+        if side is not None:
+            side.close()
 
-        val = stream_counts(writers["val"].paths, tables, vocab)
+        val = stream_counts(writers["val"].paths, None if caseops else tables, vocab)
         train = stream_counts(writers["train"].paths, None, vocab)
-        if val["bytes"] != report["counted_bytes"]:  # the stream and per-document counts must agree
+        if not caseops and val["bytes"] != report["counted_bytes"]:  # stream and per-document counts agree
             raise AssertionError(f"val bytes {val['bytes']} != per-document {report['counted_bytes']}")
+        side_total = None
+        if side is not None:
+            side_total = sc.load_sidecar(tmp, writers["val"].paths)[1:].astype(np.int64).sum().item()
+        val_bytes = side_total if side_total is not None else val["bytes"]
         counts = {
             "train_tokens": writers["train"].tokens,
             "val_tokens": writers["val"].tokens,
             "train_docs": writers["train"].docs,
             "val_docs": writers["val"].docs,
-            "val_bytes": val["bytes"],
-            "val_reference_bytes": report["reference_bytes"],
-            "val_unk_tokens": report["unk_tokens"],
-            "val_unk_bytes_uncounted": report["uncounted_bytes"],
-            "train_shards": len(writers["train"].paths),
-            "val_shards": len(writers["val"].paths),
-            "unigram_bpb": unigram_bpb(train["histogram"], val_target_histogram(val), val["bytes"]),
+            "val_bytes": val_bytes,
+            "val_byte_source": f"sidecar:{sidecar}" if sidecar else "tables",
+            "val_text_bytes": text_bytes,
         }
+        if not caseops:
+            counts.update(
+                val_table_bytes=val["bytes"],
+                val_reference_bytes=report["reference_bytes"],
+                val_unk_tokens=report["unk_tokens"],
+                val_unk_bytes_uncounted=report["uncounted_bytes"],
+            )
+        else:
+            counts.update(val_unk_tokens=0, val_unk_bytes_uncounted=0)  # byte fallback: no <unk>
+        if sidecar == "raw":
+            counts["val_covered_bytes"] = covered_bytes
+        counts.update(
+            train_docs_dropped_as_val_copies=dropped,
+            train_shards=len(writers["train"].paths),
+            val_shards=len(writers["val"].paths),
+            unigram_bpb=unigram_bpb(train["histogram"], val_target_histogram(val), val_bytes),
+        )
         fingerprint = {
             "sha256": combined.hexdigest(),
             "order": "validation documents, then training documents; each UTF-8, length-prefixed",
@@ -187,12 +262,27 @@ def write_document_dataset(
             **(source or {}),
         }
         manifest = new_manifest(kind, vocab, counts, file_sha256(tok_path), fingerprint)
+        if sidecar:
+            manifest["byte_sidecar"] = {
+                "rule": sidecar,
+                "glob": sc.SIDECAR_GLOB,
+                "files": [p.name for p in side.paths],
+                "description": "one uint16 byte count per val token, aligned 1:1 with the val shards",
+            }
+        if caseops:
+            manifest["caseops"] = {"transform": co.TRANSFORM_NAME, "operators": operators}
         manifest["files"] = file_hashes(tmp)
         write_manifest(tmp, manifest)
+        if dropped:
+            say(f"{kind}: dropped {dropped} train documents identical to a validation document")
         say(
             f"{kind}: {counts['train_tokens']:,} train tokens ({counts['train_docs']:,} docs), "
             f"{counts['val_tokens']:,} val tokens ({counts['val_docs']:,} docs, {counts['val_bytes']:,} bytes)"
         )
+        if verify:
+            from pgolf.data.verify import require_verified
+
+            require_verified(tmp, out, val_texts=lambda: _non_empty(val_docs()), log=say)
     return manifest
 
 
@@ -267,6 +357,8 @@ def build_text(
     force: bool = False,
     shard_tokens: int = MAX_SHARD_TOKENS,
     num_threads: int = 2,
+    caseops: bool = False,
+    sidecar: str | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict:
     """Write a dataset from local text; returns its manifest.
@@ -299,9 +391,11 @@ def build_text(
         val_docs=lambda: islice(texts(), val_docs),
         vocab_size=vocab_size,
         tokenizer=tokenizer,
-        source={"description": "local text", "inputs": [str(p) for p in inputs], "files": len(files)},
+        source={"description": "local text", "inputs": [str(p) for p in inputs], "files": len(files), "field": field},
         force=force,
         shard_tokens=shard_tokens,
         num_threads=num_threads,
+        caseops=caseops,
+        sidecar=sidecar,
         log=log,
     )

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -59,6 +61,7 @@ def _sentences(texts: Iterable[str], limit: int = MAX_SENTENCE_BYTES) -> Iterato
     for text in texts:
         if not text or text.isspace():
             continue
+        text = text.replace("\x00", " ")  # as the challenge's exporter trains (DL:235-248)
         data = text.encode("utf-8")
         if len(data) <= limit:
             yield text
@@ -82,6 +85,7 @@ def train_tokenizer(
     vocab_size: int = 1024,
     *,
     num_threads: int = 2,
+    caseops: bool = False,
     extra: dict[str, object] | None = None,
 ) -> Path:
     """Train a BPE SentencePiece model on `texts` (in order) and write it atomically.
@@ -89,6 +93,10 @@ def train_tokenizer(
     Deterministic: the input order is the iteration order, nothing is sampled
     (input_sentence_size=0) and the result does not depend on `num_threads`
     (tests/test_data_tokenizer.py checks byte-identical models).
+
+    With `caseops`, the model is trained on the CaseOps-transformed texts and the four
+    operators are reserved as user-defined symbols, so they get ids 4-7 and are always
+    one token each (FRONTIER F1.2).
     """
     out_path = Path(out_path)
     if vocab_size < 264:
@@ -103,6 +111,13 @@ def train_tokenizer(
         max_sentence_length=MAX_SENTENCE_BYTES,
         minloglevel=2,
     )
+    if caseops:
+        from pgolf.data import caseops as _caseops
+
+        settings["user_defined_symbols"] = list(_caseops.OPERATORS)
+        texts = (_caseops.encode(t) for t in texts)
+        if vocab_size < 268:
+            raise DataError(f"vocab_size={vocab_size}: too small for a CaseOps byte-fallback tokenizer (need >= 268)")
     settings.update(extra or {})
     sentences = _sentences(texts)
     try:
@@ -157,8 +172,34 @@ def check_challenge_ids(sp: spm.SentencePieceProcessor, path: str | Path) -> Non
         raise DataError(f"{path}: tokenizer's BOS id is {int(sp.bos_id())}; the challenge format needs {BOS_ID}")
 
 
+def caseops_operator_ids(
+    sp: spm.SentencePieceProcessor, path: str | Path, vocab_size: int | None = None
+) -> dict[str, int] | None:
+    """The ids of the four CaseOps operators when the tokenizer reserves them all, None when it
+    reserves none; a tokenizer reserving some, or ids outside `vocab_size`, is refused."""
+    from pgolf.data import caseops
+
+    unk = int(sp.unk_id())
+    ids: dict[str, int] = {}
+    for name, op in zip(caseops.OPERATOR_NAMES, caseops.OPERATORS):
+        i = int(sp.piece_to_id(op))
+        if i != unk and sp.id_to_piece(i) == op and list(sp.encode(op)) == [i]:
+            ids[name] = i
+    if not ids:
+        return None
+    if len(ids) < len(caseops.OPERATORS):
+        missing = [n for n in caseops.OPERATOR_NAMES if n not in ids]
+        raise DataError(f"{path}: reserves only some CaseOps operators ({', '.join(missing)} missing)")
+    limit = int(sp.vocab_size()) if vocab_size is None else vocab_size
+    for name, i in ids.items():
+        if not 0 <= i < limit:
+            raise DataError(f"{path}: CaseOps operator {name} has id {i}, outside the vocabulary of {limit}")
+    return ids
+
+
 def find_tokenizer(data_dir: str | Path, explicit: str | Path | None = None) -> Path:
-    """An explicit tokenizer path, else DATA_DIR/tokenizer.model."""
+    """An explicit tokenizer path, else DATA_DIR/tokenizer.model, else the tokenizer of the
+    challenge's own layout (`challenge_tokenizer`)."""
     if explicit is not None:
         p = Path(explicit)
         if not p.is_file():
@@ -167,10 +208,50 @@ def find_tokenizer(data_dir: str | Path, explicit: str | Path | None = None) -> 
     p = Path(data_dir) / TOKENIZER_NAME
     if p.is_file():
         return p
+    found = challenge_tokenizer(data_dir)
+    if found is not None:
+        return found
     raise DataError(
-        f"{data_dir}: no {TOKENIZER_NAME} in the data directory; pass --tokenizer PATH "
-        "(the challenge keeps tokenizers apart from shards)"
+        f"{data_dir}: no {TOKENIZER_NAME} in the data directory, and no challenge-layout tokenizer "
+        "(../../tokenizers/fineweb_<V>_bpe*.model); pass --tokenizer PATH"
     )
+
+
+_CHALLENGE_DIR = re.compile(r"fineweb10B_sp(\d+)(_\w+)?$")
+
+
+def challenge_tokenizer(data_dir: str | Path) -> Path | None:
+    """The tokenizer of a download in the challenge's layout, found as its downloader leaves it:
+
+        ROOT/manifest.json                         (the repository's manifest, cached)
+        ROOT/datasets/fineweb10B_sp1024/...        (DATA_DIR)
+        ROOT/tokenizers/fineweb_1024_bpe.model
+
+    The manifest's entry for DATA_DIR names the model; without a manifest the name follows
+    the directory (`fineweb10B_sp<V><suffix>` -> `fineweb_<V>_bpe<suffix>.model`).
+    """
+    d = Path(data_dir)
+    root = d.parent.parent
+    manifest = root / "manifest.json"
+    if manifest.is_file() and manifest.stat().st_size < (64 << 20):
+        try:
+            m = json.loads(manifest.read_text(encoding="utf-8"))
+            entry = next(x for x in m.get("datasets", []) if isinstance(x, dict) and x.get("name") == d.name)
+            name = entry.get("tokenizer_name")
+            tok = next(t for t in m.get("tokenizers", []) if isinstance(t, dict) and t.get("name") == name)
+            rel = tok.get("model_path") or tok.get("path")
+            if isinstance(rel, str) and rel.endswith(".model"):
+                p = (root / rel).resolve()
+                if p.is_file() and p.is_relative_to(root.resolve()):
+                    return p
+        except (ValueError, AttributeError, StopIteration, OSError):
+            pass
+    m = _CHALLENGE_DIR.match(d.name)
+    if m:
+        p = root / "tokenizers" / f"fineweb_{m.group(1)}_bpe{m.group(2) or ''}.model"
+        if p.is_file():
+            return p
+    return None
 
 
 def file_sha256(path: str | Path) -> str:

@@ -142,9 +142,8 @@ def _setup(args: argparse.Namespace):
     """(cfg, model, val tokens, byte tables, DistInfo) — identical on every rank."""
     import pgolf
     from pgolf import dist
-    from pgolf.data.bpb import build_byte_tables
+    from pgolf.data.bpb import load_byte_source
     from pgolf.data.loader import load_val_tokens
-    from pgolf.data.tokenizer import find_tokenizer, load_tokenizer
 
     path = Path(args.artifact)
     if not path.is_file():
@@ -162,8 +161,8 @@ def _setup(args: argparse.Namespace):
     if hasattr(model, "set_attention_backend"):
         model.set_attention_backend(cfg.runtime.attention)
     vocab = int(model.config.vocab_size)
-    sp = load_tokenizer(find_tokenizer(args.data, args.tokenizer), vocab_size=vocab)
-    tables = build_byte_tables(sp, vocab)
+    # The val byte sidecar when the dataset has one (CaseOps), else the tokenizer's byte tables.
+    tables = load_byte_source(args.data, args.tokenizer, vocab, source=cfg.data.byte_source, caseops=cfg.data.caseops)
     tokens = load_val_tokens(args.data, vocab_size=vocab)
     return cfg, model, tokens, tables, dinfo
 

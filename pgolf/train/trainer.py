@@ -24,9 +24,10 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from pgolf import dist
 from pgolf.config import Config, grad_accum_for
-from pgolf.data.bpb import build_byte_tables
-from pgolf.data.loader import DistributedBatcher, load_val_tokens
-from pgolf.data.tokenizer import find_tokenizer, load_tokenizer
+from pgolf.data.bpb import load_byte_source
+from pgolf.data.loader import load_val_tokens
+from pgolf.data.packing import build_train_loader
+from pgolf.data.tokenizer import find_tokenizer
 from pgolf.errors import ConfigError, NonFiniteLossError
 from pgolf.eval.common import prepare_stream
 from pgolf.eval.plain import evaluate_plain
@@ -139,7 +140,9 @@ class Trainer:
         vocab = cfg.model.vocab_size
         tok_path = find_tokenizer(self.data_dir, cfg.data.tokenizer_path or None)
         self.tokenizer_path = tok_path
-        self.tables = build_byte_tables(load_tokenizer(tok_path, vocab), vocab)
+        # The val byte sidecar when the dataset has one (CaseOps), else the challenge's tables.
+        d = cfg.data
+        self.tables = load_byte_source(self.data_dir, tok_path, vocab, source=d.byte_source, caseops=d.caseops)
         seq = max(t.train_seq_len, cfg.eval_seq_len)
         val = load_val_tokens(self.data_dir, vocab)
         self.val_full = val  # the whole split, for the evaluators after training
@@ -149,7 +152,9 @@ class Trainer:
         # The last step's and the post-EMA validation always see the whole split: a capped prefix
         # can rank two sets of weights differently from the split the evaluators score.
         self.val_final = prepare_stream(val, seq) if cap is not None else self.val
-        self.batcher = DistributedBatcher(self.data_dir, self.d.rank, self.d.world_size, vocab)
+        self.batcher = build_train_loader(
+            t.loader, self.data_dir, self.d.rank, self.d.world_size, vocab, t.train_seq_len
+        )
 
         self.model = build_model(cfg.model, seed=None, device=self.device)
         self.attention = self.model.set_attention_backend(cfg.runtime.attention)
@@ -293,6 +298,7 @@ class Trainer:
             params=self.params,
             data_dir=str(self.data_dir.resolve()),
             tokenizer=str(self.tokenizer_path),
+            byte_source=f"sidecar:{self.tables.rule}" if hasattr(self.tables, "rule") else "tables",
         )
         _write_json(self.out / "config.json", meta)
         _write_json(self.out / "system.json", system_info(self.device))

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from pgolf.config import Config, ModelConfig, load_config
 from pgolf.errors import ArtifactError, PgolfError
-from pgolf.quant import container, seedfmt
+from pgolf.quant import container, pergroup, recordfmt, seedfmt
 from pgolf.quant.rtn import (
     PASSTHROUGH_MAX_NUMEL,
     Quantized,
@@ -243,13 +243,22 @@ def export_run(
     bundle: str | Path | None = None,
     passthrough_max_numel: int = PASSTHROUGH_MAX_NUMEL,
     log: Callable[[str], None] = lambda _m: None,
+    scheme: str | None = None,
 ) -> dict:
-    """Quantise and write a run's artifact; returns (and writes to RUN/export.json) the report."""
+    """Quantise and write a run's artifact; returns (and writes to RUN/export.json) the report.
+
+    `scheme` (default: the run's quant.scheme) "frontier" is the record's export (F5), see
+    `pgolf.quant.frontier_export`; the other arguments then only name the output and data.
+    """
     from pgolf.quant import codesize
 
     run_dir = Path(run_dir)
     t0 = time.perf_counter()
     cfg, state = read_run(run_dir)
+    if (scheme or cfg.quant.scheme) == "frontier":
+        from pgolf.quant.frontier_export import export_frontier
+
+        return export_frontier(run_dir, cfg, state, out, data=data, device=device, bundle=bundle, log=log)
     if fmt == "seed" and codec not in (None, "xz"):
         raise ArtifactError("the seed format is always lzma (xz); --codec applies to the pgolf format only")
     out = Path(out) if out is not None else run_dir / DEFAULT_NAMES.get(fmt, "final_model.int6")
@@ -366,6 +375,10 @@ def read_artifact(
             "producer": header.get("producer"),
         }
         return packed, meta, cfg.model, info
+    if pergroup.is_pergroup(head) or recordfmt.is_record_pergroup(head):
+        from pgolf.quant.frontier_export import read_frontier
+
+        return read_frontier(path, head, preset, environ)
     if seedfmt.looks_like_seed(head):
         packed, meta = seedfmt.read_seed_artifact(path)
         name = preset or "record"
@@ -414,6 +427,10 @@ def load_artifact(
     """
     path = Path(path)
     packed, meta, model_cfg, info = read_artifact(path, preset, environ)
+    if info.get("quantiser") == "frontier":
+        from pgolf.quant.frontier_export import load_frontier_model
+
+        return load_frontier_model(path, packed, meta, model_cfg, info, device)
     model_cfg = eval_model_config(model_cfg)
     try:
         template = skeleton(model_cfg).state_dict()

@@ -93,6 +93,23 @@ def write_run(
     return run_dir
 
 
+def with_quant_sets(cfg: Config, sets: list[str]) -> Config:
+    """The run's config with `quant.FIELD=VALUE` settings applied (the export's own section only)."""
+    from pgolf.config import _assign, resolve_key, validate
+    from pgolf.errors import ConfigError
+
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected quant.FIELD=VALUE")
+        full = resolve_key(key.strip())
+        if not full.startswith("quant."):
+            raise ConfigError(f"--set {key}: pgolf export changes only the [quant] section (got {full})")
+        _assign(cfg, full, value.strip(), source="--set")
+    validate(cfg)
+    return cfg
+
+
 def run_data_dir(run_dir: Path, cfg: Config, explicit: str | Path | None) -> Path:
     """--data, else the path the trainer recorded in RUN/data_dir, else the config's data_path."""
     if explicit is not None:
@@ -244,6 +261,7 @@ def export_run(
     passthrough_max_numel: int = PASSTHROUGH_MAX_NUMEL,
     log: Callable[[str], None] = lambda _m: None,
     scheme: str | None = None,
+    quant_sets: list[str] | None = None,
 ) -> dict:
     """Quantise and write a run's artifact; returns (and writes to RUN/export.json) the report.
 
@@ -255,6 +273,8 @@ def export_run(
     run_dir = Path(run_dir)
     t0 = time.perf_counter()
     cfg, state = read_run(run_dir)
+    if quant_sets:
+        cfg = with_quant_sets(cfg, quant_sets)
     if (scheme or cfg.quant.scheme) == "frontier":
         from pgolf.quant.frontier_export import export_frontier
 

@@ -64,7 +64,7 @@ def export_frontier(
     log: Callable[[str], None] = lambda _m: None,
 ) -> dict:
     from pgolf.quant import codesize
-    from pgolf.quant.artifact import EXPORT_JSON, LIMIT_BYTES, model_from_state, run_data_dir
+    from pgolf.quant.artifact import EXPORT_JSON, LIMIT_BYTES, eval_model_config, model_from_state, run_data_dir
 
     t0 = time.perf_counter()
     q = cfg.quant
@@ -79,7 +79,7 @@ def export_frontier(
     elif q.gptq_calibration_batches > 0:
         t = time.perf_counter()
         dd = run_data_dir(run_dir, cfg, data)
-        model = model_from_state(cfg.model, state, device).eval()
+        model = model_from_state(eval_model_config(cfg.model), state, device).eval()
         batches = calibrate.record_batches(
             dd, cfg.train.train_seq_len, calib_batch_seqs(cfg), q.gptq_calibration_batches
         )

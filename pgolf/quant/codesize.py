@@ -182,9 +182,25 @@ def write_bundle(path: str | Path) -> int:
     return len(data)
 
 
+_CACHE: dict[tuple, dict] = {}
+
+
 def accounting(tokenizer: str | Path | None = None) -> dict:
-    """What `pgolf export --json` says about the counted code (and the tokenizer, reported apart)."""
+    """What `pgolf export --json` says about the counted code (and the tokenizer, reported apart).
+    Cached per process on the files' names, sizes and modification times."""
     files = code_files()
+    key = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files)
+    if key not in _CACHE:
+        _CACHE.clear()
+        _CACHE[key] = _accounting(files)
+    out = dict(_CACHE[key])
+    if tokenizer is not None and Path(tokenizer).is_file():
+        out["tokenizer_bytes"] = Path(tokenizer).stat().st_size
+        out["tokenizer_counted"] = False
+    return out
+
+
+def _accounting(files: list[Path]) -> dict:
     root = PKG_DIR.parent
     out = {
         "code_bytes": len(build_bundle(files)),
@@ -195,7 +211,4 @@ def accounting(tokenizer: str | Path | None = None) -> dict:
         "code_scope": "everything `pgolf run` (the record folder's train_gpt.py) imports",
         "code_bytes_eval_scope": len(build_bundle(eval_scope_files(), minified=False)),
     }
-    if tokenizer is not None and Path(tokenizer).is_file():
-        out["tokenizer_bytes"] = Path(tokenizer).stat().st_size
-        out["tokenizer_counted"] = False
     return out

@@ -191,12 +191,12 @@ def read_frontier(
             raise ArtifactError(f"{path}: header's model config is invalid ({e})") from None
         info = {"format": "pergroup", "preset": cfg.preset, "quantiser": "frontier", "producer": header.get("producer")}
         return packed, meta, cfg.model, info
-    packed, meta = recordfmt.read(path)
     name = preset or "frontier"
-    try:
+    try:  # before decompressing anything: a record file names no model
         cfg = load_config(name, environ=environ)
     except PgolfError as e:
         raise ArtifactError(f"{path}: a record artifact needs its model's preset ({e})") from None
+    packed, meta = recordfmt.read(path)
     return packed, meta, cfg.model, {"format": "record-pergroup", "preset": name, "quantiser": "frontier"}
 
 

@@ -12,6 +12,13 @@ import torch
 
 # A small frontier-shaped configuration: every matrix above the 65,536-value passthrough bound.
 SMALL = {"num_layers": 2, "model_dim": 288, "num_heads": 4, "num_kv_heads": 4, "mlp_hidden": 576, "vocab": 256}
+# The same configuration in the record's environment names (its GPT has exactly small_state()'s tensors).
+SMALL_ENV = {
+    "NUM_LAYERS": "2", "MODEL_DIM": "288", "NUM_HEADS": "4", "NUM_KV_HEADS": "4", "MLP_MULT": "2",
+    "VOCAB_SIZE": "256", "NUM_LOOPS": "0", "PARALLEL_START_LAYER": "1", "XSA_LAST_N": "2",
+    "SMEAR_GATE_ENABLED": "1", "SPARSE_ATTN_GATE_ENABLED": "1", "SKIP_GATES_ENABLED": "1",
+}  # fmt: skip
+LOGIT_IDS_SHAPE = (2, 48)
 
 
 def check_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -75,6 +82,13 @@ def small_state() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         state[p + "mlp_scale"] = 1 + 0.05 * torch.randn(d, generator=g)
         state[p + "resid_mix"] = torch.stack((torch.ones(d), torch.zeros(d))) + 0.01 * torch.randn(2, d, generator=g)
     state["skip_weights"] = torch.ones(1, d) + 0.01 * torch.randn(1, d, generator=g)
+    state["skip_gates"] = 0.1 * torch.randn(1, d, generator=g)
+    state["parallel_post_lambdas"] = torch.ones(s["num_layers"], 2, 2) + 0.05 * torch.randn(
+        s["num_layers"], 2, 2, generator=g
+    )
+    state["parallel_resid_lambdas"] = torch.full((s["num_layers"], 2), 1.1) + 0.05 * torch.randn(
+        s["num_layers"], 2, generator=g
+    )
     state["smear_gate.weight"] = 0.01 * torch.randn(1, 12, generator=g)
     state["smear_lambda"] = torch.zeros(1)
     hessians = {"tok_emb.weight": _hessian(g, d)}
@@ -92,3 +106,11 @@ def small_state() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
 def small_act_rms(hessians: dict[str, torch.Tensor], n: int = 2048) -> dict[str, torch.Tensor]:
     """act_rms_c = sqrt(H_cc / N): the AWQ-lite statistic of the same activations."""
     return {k: (torch.diagonal(h) / n).sqrt() for k, h in hessians.items()}
+
+
+def logit_ids() -> torch.Tensor:
+    """Fixed token ids with documents starting (BOS = 1) at a few positions, for the BOS-masked SmearGate."""
+    ids = torch.randint(2, SMALL["vocab"], LOGIT_IDS_SHAPE, generator=torch.Generator().manual_seed(7))
+    ids[:, 0] = 1
+    ids[0, 20] = ids[1, 33] = 1
+    return ids

@@ -265,3 +265,42 @@ def test_record_artifact_structure_is_checked():
         recordfmt.parse(b"PGRP" + struct.pack("<I", 3) + bytes(12), "odd.ptz")
     with pytest.raises(ArtifactError, match="belong to no tensor"):
         recordfmt.parse(_forged_record({"r": {}, "m": {}, "s": {}}, perms=b"\0\0"), "odd.ptz")
+
+
+def _frontier_model_available() -> str | None:
+    """Why pgolf cannot build the record's model yet (None when it can)."""
+    from pgolf.config import available_presets
+
+    if "frontier" not in available_presets():
+        return "the 'frontier' preset is not in this pgolf (issue 13, the frontier model)"
+    from _frontier_quant_inputs import SMALL_ENV
+
+    from pgolf.config import load_config
+    from pgolf.quant import banks
+    from pgolf.quant.artifact import skeleton
+
+    try:
+        template = skeleton(load_config("frontier", environ=SMALL_ENV).model).state_dict()
+    except Exception as e:  # noqa: BLE001 - any failure means the model is not there yet
+        return f"the frontier model cannot be built for the small configuration ({e})"
+    if not banks.has_banks(template):
+        return "pgolf's frontier model has no weight banks yet"
+    return None
+
+
+def test_record_artifact_gives_the_records_logits(record_read):
+    """pgolf's frontier model loaded from the record's own artifact gives the logits of the record's
+    model on that artifact (its deserialize + forward_logits, FA3 computed with SDPA in the generator)."""
+    why = _frontier_model_available()
+    if why:
+        pytest.skip(why)
+    from _frontier_quant_inputs import SMALL_ENV, logit_ids
+    from safetensors.torch import load_file
+
+    import pgolf
+
+    want = load_file(str(FIX / "frontier_quant.safetensors"))["logits"]
+    model = pgolf.load_artifact(RECORD_ARTIFACT, preset="frontier", environ=SMALL_ENV)
+    with torch.no_grad():
+        got = model.compute_logits(model.forward_hidden(logit_ids())).float()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))

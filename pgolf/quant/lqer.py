@@ -29,8 +29,14 @@ SYM_SUFFIXES = (".lqA", ".lqAs", ".lqB", ".lqBs")
 
 
 def factors(e: Tensor, rank: int) -> tuple[Tensor, Tensor] | None:
-    """(A [R, r], B [r, C]) of the rank-r truncated SVD of e (fp32 LAPACK), or None for r = 0."""
-    u, s, vh = torch.linalg.svd(e.float(), full_matrices=False)
+    """(A [R, r], B [r, C]) of the rank-r truncated SVD of e (fp32 LAPACK), or None for r = 0.
+
+    On one CPU thread: LAPACK's result (and so the quantised factors, whose grids are
+    asymmetric) changes with the thread count; one thread makes it reproducible."""
+    from pgolf.quant.sdclip import one_thread
+
+    with one_thread(e.device):
+        u, s, vh = torch.linalg.svd(e.float(), full_matrices=False)
     r = min(rank, s.numel())
     if r <= 0:
         return None

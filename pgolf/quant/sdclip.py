@@ -87,7 +87,8 @@ def gptq_sdclip(
     work[:, dead[perm]] = 0
     H = H[perm][:, perm]
     # Upper Cholesky factor of H^-1: row j holds what column j's error does to the later columns.
-    u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+    with one_thread(H.device):  # LAPACK's rounding can depend on the thread count: one thread is reproducible
+        u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
     row_std = w_orig.std(dim=1)
     s = (clip_sigmas * row_std / cr).clamp_min(1e-10).to(torch.float16)
     sf = s.float()

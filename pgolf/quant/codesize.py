@@ -9,7 +9,8 @@ __init__ on the way, and the preset files. tests/test_pipeline.py runs `pgolf ru
 -X importtime and checks that every pgolf module it imports is counted.
 
 Sizes: `raw` is the plain UTF-8 sum; `minified` strips docstrings and comments (the
-source is parsed with `ast` and written back with `ast.unparse`; a file whose re-parse
+source is parsed with `ast` and written back with `ast.unparse`, one space per indentation
+level; a file whose re-parse
 does not give the same tree, docstrings aside, is kept as it is); `code_bytes` is the
 self-extracting bundle of the minified files (JSON, LZMA, base85, a short loader), the
 smallest honest form, as the records' brotli + base85 wrapper. The plain bundle is
@@ -132,7 +133,9 @@ def minify(source: str) -> str:
     """Docstrings and comments removed (ast round trip); the source itself if the round trip is not exact."""
     try:
         tree = _strip_docstrings(ast.parse(source))
-        out = ast.unparse(tree)
+        # ast.unparse writes every string literal on one line, so leading spaces are indentation only:
+        # one space per level instead of four
+        out = re.sub(r"(?m)^((?:    )+)", lambda m: " " * (len(m.group(1)) // 4), ast.unparse(tree))
         if ast.dump(ast.parse(out)) != ast.dump(tree):
             return source
     except (SyntaxError, ValueError, RecursionError):

@@ -343,8 +343,18 @@ def export_run(
         "per_tensor": q.report,
         "timing": {k: round(v, 3) for k, v in timing.items()},
     }
+    acct = codesize.accounting(run_tokenizer(run_dir, cfg, data))  # minified/plain sizes, scope, tokenizer
+    report.update({k: v for k, v in acct.items() if k not in report})
     container.atomic_write(run_dir / EXPORT_JSON, (json.dumps(report, indent=1) + "\n").encode())
     return report
+
+
+def run_tokenizer(run_dir: Path, cfg: Config, data: str | Path | None) -> Path | None:
+    """The run's tokenizer file, if it can be found (its bytes are reported, not counted)."""
+    if cfg.data.tokenizer_path:
+        return Path(cfg.data.tokenizer_path)
+    p = run_data_dir(run_dir, cfg, data) / "tokenizer.model"
+    return p if p.is_file() else None
 
 
 def _verify(path: Path, q: Quantized) -> None:

@@ -135,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"error {kind:<17} mean rel {s['mean_rel']:.4g}, max rel {s['max_rel']:.4g} ({s['worst']})")
         print(f"model bytes   {report['model_bytes']:,}")
         print(f"code bytes    {report['code_bytes']:,} (bundle; raw source {report['code_bytes_raw']:,})")
+        if "tokenizer_bytes" in report:
+            print(f"tokenizer     {report['tokenizer_bytes']:,} (not counted)")
         print(
             f"total         {report['total_bytes']:,} of {report['limit_bytes']:,} "
             f"({'fits' if report['fits'] else 'OVER'}, margin {report['margin_bytes']:,})"

@@ -113,7 +113,9 @@ def export_frontier(
     _verify(out, fq, flat)
     timing["verify_s"] = time.perf_counter() - t
 
-    code = codesize.accounting()
+    from pgolf.quant.artifact import run_tokenizer
+
+    code = codesize.accounting(run_tokenizer(run_dir, cfg, data))
     if bundle is not None:
         codesize.write_bundle(bundle)
     total = len(blob) + code["code_bytes"]

@@ -126,3 +126,11 @@ def test_bundle_runs_from_an_empty_directory(tmp_path):
     assert Path(where).resolve().is_relative_to((work / "pgolf_code").resolve()), where
     assert cls == "GPT" and training == "False"
     assert (work / "pgolf_code" / "pgolf" / "presets" / "record.toml").is_file()
+
+
+def test_tokenizer_is_reported_not_counted(tmp_path):
+    tok = tmp_path / "tokenizer.model"
+    tok.write_bytes(b"x" * 1234)
+    acct = codesize.accounting(tok)
+    assert acct["tokenizer_bytes"] == 1234 and acct["tokenizer_counted"] is False
+    assert acct["code_bytes"] == codesize.accounting()["code_bytes"]  # not added to the count

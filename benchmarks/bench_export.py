@@ -3,6 +3,8 @@
     python benchmarks/bench_export.py                       # record preset, freshly initialised weights
     python benchmarks/bench_export.py --run runs/x          # a trained run's weights
     python benchmarks/bench_export.py --quant rtn           # skip GPTQ
+    python benchmarks/bench_export.py --scheme frontier     # the frontier export by stage, frontier shapes
+    python benchmarks/bench_export.py --scheme frontier --layers 1 --calib-tokens 2048   # a quick check
 
 Without --run, the weights are the preset's initialisation: export time depends on the tensor
 shapes, not their values (the byte counts do, so they are printed but mean little here).
@@ -36,6 +38,68 @@ def fresh_run(run: Path, preset: str, data: Path) -> Path:
     return write_run(run, cfg, model.state_dict(), data_dir=data)
 
 
+def frontier_stages(args) -> None:
+    """The frontier export by stage on the record's shapes (synthetic weights, benchmarks/_frontier.py)."""
+    import os
+    import time
+
+    from _frontier import FRONTIER, frontier_state, hessians
+
+    from pgolf.config import QuantConfig
+    from pgolf.quant import codecs, pergroup, simsort
+    from pgolf.quant.frontier import quantize_frontier
+
+    shapes = dict(FRONTIER, layers=args.layers)
+    state = frontier_state(shapes=shapes)
+    rows, res = [], {"shapes": shapes, "params": sum(t.numel() for t in state.values())}
+
+    # Calibration's arithmetic: XᵀX accumulation for every Hessian input (the forward is not included:
+    # no frontier model here). The record accumulates 1,572,864 tokens per rank into 67 Hessians.
+    dev = torch.device(args.device)
+    inputs = {512: 3 * args.layers + 1, 2048: args.layers}  # distinct inputs: attn (q,k,v share), proj, fc; tok_emb
+    t0 = time.perf_counter()
+    for cols, n in inputs.items():
+        x = torch.randn(args.calib_tokens, cols, device=dev)
+        for _ in range(n):
+            h = torch.zeros(cols, cols, device=dev, dtype=torch.float64)
+            h.addmm_(x.T.double(), x.double())
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    res["hessian_accumulate_s"] = time.perf_counter() - t0
+    rows.append(["Hessian accumulation (fp64)", f"{args.calib_tokens:,} tokens", f"{res['hessian_accumulate_s']:.2f}"])
+
+    hs = hessians(state, tokens=2048)
+    q = QuantConfig(scheme="frontier", lqer_enabled=True)
+    t0 = time.perf_counter()
+    fq = quantize_frontier(state, hs, q, device=args.device)
+    res["gptq_s"], res["lqer_s"] = fq.timing["gptq_s"], fq.timing["lqer_s"]
+    rows.append(["GPTQ + SDClip (all matrices)", f"{fq.counts()}", f"{res['gptq_s']:.2f}"])
+    rows.append(["LQER (top 3, rank 4)", "", f"{res['lqer_s']:.2f}"])
+
+    t0 = time.perf_counter()
+    simsort.l1_chain(fq.result["tok_emb.weight.q"].numpy())
+    res["sort_tok_emb_s"] = time.perf_counter() - t0
+    rows.append(["L1 row chain, tok_emb", "8192 x 512", f"{res['sort_tok_emb_s']:.2f}"])
+
+    cands = codecs.available()
+    for workers in (1, os.cpu_count() or 1):
+        blob, rep = pergroup.build({"meta": fq.meta}, fq.result, pergroup.Options(codecs=cands, workers=workers))
+        tm = rep["timing"]
+        res[f"pack_workers_{workers}"] = {"bytes": len(blob), **tm, "sizes": rep["codec_sizes"]}
+        for c in cands:
+            rows.append([f"compress, {c} (sum over groups)", f"workers {workers}", f"{tm.get(c + '_s', 0):.2f}"])
+        rows.append(["sort (all sorted groups, wall)", f"workers {workers}", f"{tm['sort_s']:.2f}"])
+        rows.append(
+            ["compress, all codecs (wall)", f"workers {workers}, {len(blob):,} B", f"{tm['compress_wall_s']:.2f}"]
+        )
+    same = res["pack_workers_1"]["bytes"] == res[f"pack_workers_{os.cpu_count() or 1}"]["bytes"]
+    res["parallel_bytes_identical"] = same
+    print(table(rows, ["stage", "size", "seconds"]))
+    print(f"parallel and serial outputs identical in size: {same} (tests/test_quant_pergroup.py checks the bytes)")
+    name = f"export_frontier_{args.layers}layers_{dev.type}"
+    print(f"wrote {write_result(name, {'device': args.device, 'results': res}, args.out)}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="record")
@@ -45,7 +109,13 @@ def main() -> None:
     ap.add_argument("--calib-seqs", type=int, default=8, help="GPTQ calibration sequences")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out")
+    ap.add_argument("--scheme", choices=["seed", "frontier"], default="seed")
+    ap.add_argument("--layers", type=int, default=11, help="frontier: layers of the synthetic model (11 = the record)")
+    ap.add_argument("--calib-tokens", type=int, default=98_304, help="frontier: tokens per Hessian accumulation")
     args = ap.parse_args()
+    if args.scheme == "frontier":
+        frontier_stages(args)
+        return
 
     data = ensure_data(Path(args.data))
     quants = ["rtn", "gptq"] if args.quant == "both" else [args.quant]

@@ -1,6 +1,7 @@
 """Measure every packing / compression choice for the artifact on the SAME quantised weights.
 
     python benchmarks/bench_packing.py [--run RUN] [--train-steps N] [--quick] [--scale S] [--out FILE.json]
+    python benchmarks/bench_packing.py --frontier shapes|tiny    # the frontier export (_frontier_packing.py)
 
 Weights: a run directory's final_model.safetensors (`--run`), else a `record`-preset
 model (seed 1337) trained for `--train-steps` Adam steps on the builtin corpus
@@ -237,8 +238,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: fastest on a busy box)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "bench_packing.json")
+    ap.add_argument("--frontier", choices=["shapes", "tiny"], help="the frontier export's packings and LQER instead")
+    ap.add_argument("--layers", type=int, default=11, help="--frontier shapes: layers (11 = the record)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.frontier:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from _common import table
+        from _frontier_packing import run as frontier_run
+
+        out = frontier_run(args)
+        print(table(out["rows"], ["choice", "bytes / bpb", "seconds"]))
+        path = args.out.with_name(f"bench_packing_frontier_{args.frontier}.json")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(out["result"], indent=1) + "\n")
+        print(f"wrote {path}")
+        return 0
     if args.run:
         from pgolf.quant.artifact import read_run
 

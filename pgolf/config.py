@@ -190,7 +190,46 @@ class RuntimeConfig:
     num_threads: int = _f(0, None, "CPU threads, 0 = torch default")
 
 
-SECTIONS = ("model", "train", "optim", "eval", "data", "runtime")
+# --------------------------------------------------------------------------- export (issue 14)
+@dataclass
+class QuantConfig:
+    """The frontier export (FRONTIER F5; docs/artifact.md). scheme "seed" keeps the seed's export untouched."""
+
+    scheme: str = _f(
+        "seed", None, "seed: the seed's int6/int8 export (rtn or gptq) | frontier: GPTQ+SDClip, int7 embedding, LQER"
+    )
+    matrix_bits: int = _f(6, "MATRIX_BITS", "code width of the block matrices (frontier)")
+    embed_bits: int = _f(7, "EMBED_BITS", "code width of tok_emb (frontier)")
+    matrix_clip_sigmas: float = _f(12.85, "MATRIX_CLIP_SIGMAS", "SDClip k of matrices neither mlp nor attn")
+    embed_clip_sigmas: float = _f(14.0, "EMBED_CLIP_SIGMAS", "SDClip k of tok_emb")
+    mlp_clip_sigmas: float = _f(11.5, "MLP_CLIP_SIGMAS", "SDClip k of .mlp. matrices")
+    attn_clip_sigmas: float = _f(13.0, "ATTN_CLIP_SIGMAS", "SDClip k of .attn. matrices")
+    gptq_block_size: int = _f(128, None, "GPTQ column block")
+    gptq_stable_sort: bool = _f(True, None, "stable act-order argsort (the record's is not stable, F8.19)")
+    gptq_calibration_batches: int = _f(16, "GPTQ_CALIBRATION_BATCHES", "Hessian calibration batches")
+    calib_batch_tokens: int = _f(0, None, "tokens per calibration batch; 0 = train_batch_tokens / 8 (one record rank)")
+    hessian_dtype: str = _f("float64", None, "Hessian accumulation: float64 | float32 (the record's, with TF32)")
+    gated_attn_quant_gate: bool = _f(True, "GATED_ATTN_QUANT_GATE", "int8 per row for attn_gate_w tensors")
+    passthrough_max_numel: int = _f(65536, None, "tensors this small stay fp16")
+    lqer_enabled: bool = _f(True, "LQER_ENABLED")
+    lqer_rank: int = _f(4, "LQER_RANK")
+    lqer_top_k: int = _f(3, "LQER_TOP_K", "tensors corrected, by residual norm")
+    lqer_factor_bits: int = _f(4, "LQER_FACTOR_BITS", "symmetric fallback only")
+    lqer_asym_enabled: bool = _f(True, "LQER_ASYM_ENABLED")
+    lqer_asym_group: int = _f(64, "LQER_ASYM_GROUP")
+    lqer_sign: str = _f("svd", None, "svd: the SVD's signs (record) | best: flip pairs that lower the error (F8.20)")
+    awq_lite_enabled: bool = _f(False, "AWQ_LITE_ENABLED", "AWQ-lite (PR #1945)")
+    awq_lite_bits: int = _f(8, "AWQ_LITE_BITS")
+    awq_lite_group_top_k: int = _f(1, "AWQ_LITE_GROUP_TOP_K")
+    awq_lite_group_size: int = _f(64, "AWQ_LITE_GROUP_SIZE")
+    compressor: str = _f("pergroup", "COMPRESSOR", "frontier container: pergroup | brotli | lzma")
+    codecs: tuple[str, ...] = _f(("lrzip", "brotli", "lzma"), None, "per-group candidates; lrzip if installed")
+    row_sort: bool = _f(True, None, "L1 nearest-neighbour row order in the sorted groups")
+    lrzip_threads: int = _f(1, None, "lrzip -p: pinned, since the output depends on it (F8.5)")
+    compress_workers: int = _f(0, None, "parallel group compressions; 0 = one per CPU")
+
+
+SECTIONS = ("model", "train", "optim", "eval", "data", "runtime", "quant")
 
 
 @dataclass
@@ -201,6 +240,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     data: DataConfig = field(default_factory=DataConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    quant: QuantConfig = field(default_factory=QuantConfig)
     preset: str = ""
     overrides: dict[str, Any] = field(default_factory=dict)
 
@@ -498,6 +538,39 @@ def _validate_data_fields(cfg: Config) -> None:
         f"data.byte_source must be auto, sidecar or tables, got {d.byte_source!r}",
     )
     _need(d.verify in ("on", "warn", "off"), f"data.verify must be on, warn or off, got {d.verify!r}")
+
+    validate_quant(cfg.quant)
+
+
+def validate_quant(q: QuantConfig) -> None:
+    _need(q.scheme in ("seed", "frontier"), f"quant.scheme must be seed or frontier, got {q.scheme!r}")
+    for name in ("matrix_bits", "embed_bits"):
+        _need(2 <= getattr(q, name) <= 8, f"quant.{name} must be in [2, 8], got {getattr(q, name)}")
+    for name in ("matrix_clip_sigmas", "embed_clip_sigmas", "mlp_clip_sigmas", "attn_clip_sigmas"):
+        v = getattr(q, name)
+        _need(v == v and 0 < v < 1e6, f"quant.{name} must be a positive number, got {v}")
+    _need(q.gptq_block_size >= 1, f"quant.gptq_block_size must be >= 1, got {q.gptq_block_size}")
+    _need(q.gptq_calibration_batches >= 0, "quant.gptq_calibration_batches must be >= 0")
+    _need(q.calib_batch_tokens >= 0, f"quant.calib_batch_tokens must be >= 0, got {q.calib_batch_tokens}")
+    _need(
+        q.hessian_dtype in ("float32", "float64"),
+        f"quant.hessian_dtype must be float32 or float64, got {q.hessian_dtype!r}",
+    )
+    _need(q.passthrough_max_numel >= 0, "quant.passthrough_max_numel must be >= 0")
+    _need(q.lqer_rank >= 0 and q.lqer_top_k >= 0, "quant.lqer_rank and quant.lqer_top_k must be >= 0")
+    _need(2 <= q.lqer_factor_bits <= 8, f"quant.lqer_factor_bits must be in [2, 8], got {q.lqer_factor_bits}")
+    _need(q.lqer_asym_group >= 1, f"quant.lqer_asym_group must be >= 1, got {q.lqer_asym_group}")
+    _need(q.lqer_sign in ("svd", "best"), f"quant.lqer_sign must be svd or best, got {q.lqer_sign!r}")
+    _need(2 <= q.awq_lite_bits <= 8, f"quant.awq_lite_bits must be in [2, 8], got {q.awq_lite_bits}")
+    _need(q.awq_lite_group_top_k >= 0 and q.awq_lite_group_size >= 1, "quant.awq_lite_group_* out of range")
+    _need(
+        q.compressor in ("pergroup", "brotli", "lzma"),
+        f"quant.compressor must be pergroup, brotli or lzma, got {q.compressor!r}",
+    )
+    bad = [c for c in q.codecs if c not in ("lrzip", "brotli", "lzma")]
+    _need(q.codecs and not bad, f"quant.codecs: unknown codec {bad[0] if bad else ''!r} (lrzip, brotli, lzma)")
+    _need(1 <= q.lrzip_threads <= 64, f"quant.lrzip_threads must be in [1, 64], got {q.lrzip_threads}")
+    _need(q.compress_workers >= 0, f"quant.compress_workers must be >= 0, got {q.compress_workers}")
 
 
 def grad_accum_for(cfg: Config, world_size: int) -> int:

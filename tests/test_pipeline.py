@@ -34,8 +34,10 @@ def main_run(builtin_dir, tmp_path_factory):
     ]
     for s in SHORT:
         args += ["--set", s]
-    r = subprocess.run(pgolf_cmd(*args), capture_output=True, text=True, env=clean_env())
-    assert r.returncode == 0, r.stderr[-3000:]
+    # -X importtime (as an environment variable) lists every module `pgolf run` imports, for the code count
+    r = subprocess.run(pgolf_cmd(*args), capture_output=True, text=True, env=clean_env(PYTHONPROFILEIMPORTTIME="1"))
+    assert r.returncode == 0, "\n".join(x for x in r.stderr.splitlines() if not x.startswith("import time:"))[-3000:]
+    (out.parent / "importtime.txt").write_text(r.stderr)
     return out, json.loads(r.stdout)
 
 
@@ -115,3 +117,20 @@ def test_run_refuses_a_non_empty_out_and_bad_seeds(tmp_path):
     assert r.returncode == 2 and "not empty" in r.stderr and (out / "x").read_text() == "keep"
     r = subprocess.run(pgolf_cmd("run", "--no-env", "--seeds", "1,x"), capture_output=True, text=True, env=clean_env())
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--seeds" in r.stderr
+
+
+@pytest.mark.slow
+def test_run_imports_only_counted_code(main_run):
+    """Every pgolf module `pgolf run` (what the record folder's train_gpt.py runs) imports is in code_bytes."""
+    from pgolf.quant import codesize
+
+    out, _ = main_run
+    lines = (out.parent / "importtime.txt").read_text().splitlines()
+    mods = {x.rsplit("|", 1)[1].strip() for x in lines if x.startswith("import time:") and "|" in x}
+    pgolf_mods = sorted(m for m in mods if m == "pgolf" or m.startswith("pgolf."))
+    assert "pgolf.train.trainer" in pgolf_mods and "pgolf.quant.artifact" in pgolf_mods
+    counted = {p.resolve() for p in codesize.code_files()}
+    missing = [
+        m for m in pgolf_mods if codesize._module_file(m) is None or codesize._module_file(m).resolve() not in counted
+    ]
+    assert not missing, f"imported by `pgolf run` but not counted: {missing}"

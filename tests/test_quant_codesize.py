@@ -60,11 +60,47 @@ def test_code_files_cover_loading_and_every_evaluator(tmp_path):
 def test_raw_and_bundle_sizes():
     files = codesize.code_files()
     assert (codesize.PKG_DIR / "presets" / "record.toml") in files
-    assert all(p.name != "commands.py" for p in files)
+    names = {p.relative_to(codesize.PKG_DIR).as_posix() for p in files}
+    # training, export and the CLI count too: the record folder's train_gpt.py runs `pgolf run`
+    assert {"cli.py", "pipeline.py", "train/trainer.py", "quant/commands.py", "quant/gptq.py"} <= names
     assert codesize.raw_code_bytes() == sum(len(p.read_bytes()) for p in files)
     bundle = codesize.build_bundle()
     assert bundle == codesize.build_bundle()  # deterministic
-    assert codesize.code_bytes() == len(bundle) < codesize.raw_code_bytes()
+    assert codesize.code_bytes() == len(bundle) < len(codesize.build_bundle(minified=False)) < codesize.raw_code_bytes()
+    acct = codesize.accounting()
+    assert acct["code_bytes"] == len(bundle) and acct["code_bytes_eval_scope"] < acct["code_bytes_plain_bundle"]
+
+
+def test_minify_is_safe():
+    """Every counted file minifies to a module with the same syntax tree, docstrings aside."""
+    import ast
+
+    for p in codesize.code_files():
+        if p.suffix != ".py":
+            continue
+        src = p.read_text()
+        out = codesize.minify(src)
+        assert out != src, f"{p} was not minified"
+        assert ast.dump(ast.parse(out)) == ast.dump(codesize._strip_docstrings(ast.parse(src)))
+        assert len(out) < len(src)
+
+
+def test_record_folder_entry_point_imports_are_counted():
+    """The generated train_gpt.py imports nothing from pgolf that the count leaves out (statically)."""
+    import ast
+
+    from pgolf.report.submission import _train_gpt
+
+    src = _train_gpt("x", "'tiny'", [], [1])
+    mods = set()
+    for node in ast.walk(ast.parse(src)):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            mods.add(node.module)
+        elif isinstance(node, ast.Import):
+            mods.update(a.name for a in node.names)
+    counted = {p.resolve() for p in codesize.code_files()}
+    for m in sorted(x for x in mods if x.startswith("pgolf")):
+        assert codesize._module_file(m).resolve() in counted, m
 
 
 def test_bundle_runs_from_an_empty_directory(tmp_path):
@@ -90,3 +126,11 @@ def test_bundle_runs_from_an_empty_directory(tmp_path):
     assert Path(where).resolve().is_relative_to((work / "pgolf_code").resolve()), where
     assert cls == "GPT" and training == "False"
     assert (work / "pgolf_code" / "pgolf" / "presets" / "record.toml").is_file()
+
+
+def test_tokenizer_is_reported_not_counted(tmp_path):
+    tok = tmp_path / "tokenizer.model"
+    tok.write_bytes(b"x" * 1234)
+    acct = codesize.accounting(tok)
+    assert acct["tokenizer_bytes"] == 1234 and acct["tokenizer_counted"] is False
+    assert acct["code_bytes"] == codesize.accounting()["code_bytes"]  # not added to the count

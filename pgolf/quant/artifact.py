@@ -22,7 +22,7 @@ from torch import Tensor
 
 from pgolf.config import Config, ModelConfig, load_config
 from pgolf.errors import ArtifactError, PgolfError
-from pgolf.quant import container, seedfmt
+from pgolf.quant import container, pergroup, recordfmt, seedfmt
 from pgolf.quant.rtn import (
     PASSTHROUGH_MAX_NUMEL,
     Quantized,
@@ -91,6 +91,23 @@ def write_run(
     if data_dir is not None:
         container.atomic_write(run_dir / "data_dir", str(data_dir).encode())
     return run_dir
+
+
+def with_quant_sets(cfg: Config, sets: list[str]) -> Config:
+    """The run's config with `quant.FIELD=VALUE` settings applied (the export's own section only)."""
+    from pgolf.config import _assign, resolve_key, validate
+    from pgolf.errors import ConfigError
+
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected quant.FIELD=VALUE")
+        full = resolve_key(key.strip())
+        if not full.startswith("quant."):
+            raise ConfigError(f"--set {key}: pgolf export changes only the [quant] section (got {full})")
+        _assign(cfg, full, value.strip(), source="--set")
+    validate(cfg)
+    return cfg
 
 
 def run_data_dir(run_dir: Path, cfg: Config, explicit: str | Path | None) -> Path:
@@ -243,13 +260,25 @@ def export_run(
     bundle: str | Path | None = None,
     passthrough_max_numel: int = PASSTHROUGH_MAX_NUMEL,
     log: Callable[[str], None] = lambda _m: None,
+    scheme: str | None = None,
+    quant_sets: list[str] | None = None,
 ) -> dict:
-    """Quantise and write a run's artifact; returns (and writes to RUN/export.json) the report."""
+    """Quantise and write a run's artifact; returns (and writes to RUN/export.json) the report.
+
+    `scheme` (default: the run's quant.scheme) "frontier" is the record's export (F5), see
+    `pgolf.quant.frontier_export`; the other arguments then only name the output and data.
+    """
     from pgolf.quant import codesize
 
     run_dir = Path(run_dir)
     t0 = time.perf_counter()
     cfg, state = read_run(run_dir)
+    if quant_sets:
+        cfg = with_quant_sets(cfg, quant_sets)
+    if (scheme or cfg.quant.scheme) == "frontier":
+        from pgolf.quant.frontier_export import export_frontier
+
+        return export_frontier(run_dir, cfg, state, out, data=data, device=device, bundle=bundle, log=log)
     if fmt == "seed" and codec not in (None, "xz"):
         raise ArtifactError("the seed format is always lzma (xz); --codec applies to the pgolf format only")
     out = Path(out) if out is not None else run_dir / DEFAULT_NAMES.get(fmt, "final_model.int6")
@@ -314,8 +343,18 @@ def export_run(
         "per_tensor": q.report,
         "timing": {k: round(v, 3) for k, v in timing.items()},
     }
+    acct = codesize.accounting(run_tokenizer(run_dir, cfg, data))  # minified/plain sizes, scope, tokenizer
+    report.update({k: v for k, v in acct.items() if k not in report})
     container.atomic_write(run_dir / EXPORT_JSON, (json.dumps(report, indent=1) + "\n").encode())
     return report
+
+
+def run_tokenizer(run_dir: Path, cfg: Config, data: str | Path | None) -> Path | None:
+    """The run's tokenizer file, if it can be found (its bytes are reported, not counted)."""
+    if cfg.data.tokenizer_path:
+        return Path(cfg.data.tokenizer_path)
+    p = run_data_dir(run_dir, cfg, data) / "tokenizer.model"
+    return p if p.is_file() else None
 
 
 def _verify(path: Path, q: Quantized) -> None:
@@ -366,6 +405,10 @@ def read_artifact(
             "producer": header.get("producer"),
         }
         return packed, meta, cfg.model, info
+    if pergroup.is_pergroup(head) or recordfmt.is_record_pergroup(head):
+        from pgolf.quant.frontier_export import read_frontier
+
+        return read_frontier(path, head, preset, environ)
     if seedfmt.looks_like_seed(head):
         packed, meta = seedfmt.read_seed_artifact(path)
         name = preset or "record"
@@ -414,6 +457,10 @@ def load_artifact(
     """
     path = Path(path)
     packed, meta, model_cfg, info = read_artifact(path, preset, environ)
+    if info.get("quantiser") == "frontier":
+        from pgolf.quant.frontier_export import load_frontier_model
+
+        return load_frontier_model(path, packed, meta, model_cfg, info, device)
     model_cfg = eval_model_config(model_cfg)
     try:
         template = skeleton(model_cfg).state_dict()

@@ -15,6 +15,8 @@ examples:
   pgolf export runs/r1 --quant gptq --calib gen       # ... or on text the model samples itself
   pgolf export runs/r1 --format seed                  # the seed's final_model.int6.ptz
   pgolf export runs/r1 --bundle submission_code.py    # also write the counted code bundle
+  pgolf export runs/r1 --scheme frontier              # GPTQ+SDClip, int7 embedding, LQER, per-group (F5)
+  pgolf export runs/r1 --scheme frontier --set quant.compressor=brotli --set LQER_TOP_K=5
 
 exit status: 0 fits the 16,000,000-byte limit; 1 written but over the limit; 2 error.
 """
@@ -66,6 +68,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="payload compressor of the pgolf format (default: brotli if installed, else xz)",
     )
     p.add_argument("--bundle", metavar="FILE", help="also write the code bundle that code_bytes counts")
+    p.add_argument(
+        "--scheme",
+        choices=("seed", "frontier"),
+        default=None,
+        help="seed: the seed's export (--quant rtn|gptq); frontier: the frontier record's (default: quant.scheme)",
+    )
+    p.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="quant.FIELD=VALUE",
+        help="change a [quant] setting for this export (repeatable; the record's names such as LQER_TOP_K work)",
+    )
     p.add_argument("--device", default="cpu", help="device for GPTQ calibration (cpu, cuda, cuda:N)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
     p.set_defaults(func=run)
@@ -98,9 +114,14 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         bundle=args.bundle,
         log=log,
+        scheme=args.scheme,
+        quant_sets=args.sets,
     )
     if args.json:
         print_json(report)
+    elif report.get("scheme") == "frontier":
+        _print_frontier(report)
+        _print_total(report)
     else:
         c = report["counts"]
         how = f"{report['format']}, {report['codec']}, quant {report['quant']}"
@@ -114,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"error {kind:<17} mean rel {s['mean_rel']:.4g}, max rel {s['max_rel']:.4g} ({s['worst']})")
         print(f"model bytes   {report['model_bytes']:,}")
         print(f"code bytes    {report['code_bytes']:,} (bundle; raw source {report['code_bytes_raw']:,})")
+        if "tokenizer_bytes" in report:
+            print(f"tokenizer     {report['tokenizer_bytes']:,} (not counted)")
         print(
             f"total         {report['total_bytes']:,} of {report['limit_bytes']:,} "
             f"({'fits' if report['fits'] else 'OVER'}, margin {report['margin_bytes']:,})"
@@ -127,3 +150,29 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _print_frontier(report: dict) -> None:
+    c = report["counts"]
+    print(f"artifact      {report['path']} ({report['format']}, scheme frontier)")
+    kinds = ", ".join(f"{v} {k}" for k, v in sorted(c.items()) if v)
+    print(f"tensors       {kinds}")
+    cal = report["calibration"] or {}
+    when, ok = cal.get("when", ""), cal.get("within_budget")
+    print(f"calibration   {cal.get('batches', 0)} batches, {when}; within the training budget: {ok}")
+    for name, s in (report.get("packing", {}).get("streams") or {}).items():
+        print(f"  {name:<20} {s['codec']:<6} {s['raw']:>11,} -> {s['bytes']:>10,}")
+
+
+def _print_total(report: dict) -> None:
+    print(f"model bytes   {report['model_bytes']:,}")
+    print(
+        f"code bytes    {report['code_bytes']:,} (minified bundle; plain bundle {report['code_bytes_plain_bundle']:,}, "
+        f"raw source {report['code_bytes_raw']:,}, {len(report['code_files'])} files)"
+    )
+    if "tokenizer_bytes" in report:
+        print(f"tokenizer     {report['tokenizer_bytes']:,} (not counted)")
+    print(
+        f"total         {report['total_bytes']:,} of {report['limit_bytes']:,} "
+        f"({'fits' if report['fits'] else 'OVER'}, margin {report['margin_bytes']:,})"
+    )

@@ -448,6 +448,26 @@ class Trainer:
                 s.swa_sum[k].add_(v.detach().float())
             s.swa_count += 1
 
+    def _calibrate_for_export(self) -> None:
+        """The frontier export's Hessians from training tokens, on the final weights, with what is left of
+        the budget (pgolf.quant.calibrate): RUN/hessians.safetensors + RUN/calibration.json (issue 14)."""
+        q = self.cfg.quant
+        if q.scheme != "frontier" or q.gptq_calibration_batches <= 0 or not self.d.is_main:
+            return
+        from pgolf.quant import calibrate
+        from pgolf.quant.frontier_export import calib_batch_seqs
+
+        seq = self.cfg.train.train_seq_len
+        batches = calibrate.record_batches(self.data_dir, seq, calib_batch_seqs(self.cfg), q.gptq_calibration_batches)
+        dtype = torch.float64 if q.hessian_dtype == "float64" else torch.float32
+        acct = calibrate.calibrate_run(
+            self.model, self.out, batches, self.state.train_ms / 1000.0, self.cfg.train.max_wallclock_seconds, dtype
+        )
+        self.files.log(
+            f"gptq_calibration: {acct['batches']} batches {acct['calibration_s']:.1f}s "
+            f"loop+calibration:{acct['loop_plus_calibration_s']:.1f}s within_budget:{acct['within_budget']}"
+        )
+
     def _finish(self) -> dict:
         s, f, t = self.state, self.files, self.cfg.train
         if self.device.type == "cuda":
@@ -465,6 +485,7 @@ class Trainer:
             f.log("ema:applying EMA weights")
             self.model.load_state_dict({k: v.to(live[k].dtype) for k, v in s.ema.items()})
             f.metric(kind="event", step=s.step, event="ema_applied")
+        self._calibrate_for_export()
         t0 = time.perf_counter()
         vl, vb, _ = self._validate(final=True)
         ms = 1000 * (time.perf_counter() - t0)

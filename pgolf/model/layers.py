@@ -31,13 +31,19 @@ class CastedLinear(nn.Linear):
     """A linear layer whose fp32 master weight is cast to the activation dtype at call time.
 
     `qat` switches on straight-through int6 fake quantisation (training mode only).
-    `zero_init` marks layers the global initialiser zero-fills.
+    `zero_init` marks layers the global initialiser zero-fills. `draw_init=False` leaves the
+    weight uninitialised (no random numbers drawn): the model's initialiser fills it.
     """
 
-    def __init__(self, in_features: int, out_features: int, zero_init: bool = False):
+    def __init__(self, in_features: int, out_features: int, zero_init: bool = False, draw_init: bool = True):
+        self.draw_init = draw_init  # read by reset_parameters, which nn.Linear.__init__ calls
         super().__init__(in_features, out_features, bias=False)
         self.zero_init = zero_init
         self.qat = False
+
+    def reset_parameters(self) -> None:
+        if self.draw_init:
+            super().reset_parameters()
 
     def forward(self, x: Tensor) -> Tensor:
         w = self.weight.to(x.dtype)
@@ -54,10 +60,18 @@ def ntk_rope_base(base: float, seq_len: int, rotated: int, ref_len: int) -> floa
     return base * (seq_len / ref_len) ** (rotated / (rotated - 2))
 
 
-def rope_tables(seq_len: int, rotated: int, base: float, ref_len: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    """cos/sin tables [T, rotated/2] in fp32 for positions 0..T-1."""
+def rope_tables(
+    seq_len: int, rotated: int, base: float, ref_len: int, device: torch.device, freq_bf16: bool = False
+) -> tuple[Tensor, Tensor]:
+    """cos/sin tables [T, rotated/2] in fp32 for positions 0..T-1.
+
+    `freq_bf16`: the unscaled inverse frequencies rounded to bf16 first, as #1855 has them (its
+    `inv_freq` is a buffer, and the record casts the whole model to bf16 before training).
+    """
     b = ntk_rope_base(base, seq_len, rotated, ref_len)
     inv_freq = 1.0 / (b ** (torch.arange(0, rotated, 2, dtype=torch.float32, device=device) / rotated))
+    if freq_bf16 and b == base:
+        inv_freq = inv_freq.to(torch.bfloat16).float()
     angles = torch.outer(torch.arange(seq_len, dtype=torch.float32, device=device), inv_freq)
     return angles.cos(), angles.sin()
 
@@ -65,13 +79,14 @@ def rope_tables(seq_len: int, rotated: int, base: float, ref_len: int, device: t
 def apply_partial_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotate the first 2*cos.size(-1) channels of each head (halves, not interleaved).
 
-    x: [B, T, H, D]. With x1, x2 the two halves: x1' = x1 cos + x2 sin, x2' = -x1 sin + x2 cos
+    x: [B, T, H, D]; cos/sin [T, r/2] (row positions) or [B, T, r/2] (per-row positions).
+    With x1, x2 the two halves: x1' = x1 cos + x2 sin, x2' = -x1 sin + x2 cos
     (a rotation by -theta, exactly as the seed writes it).
     """
     half = cos.size(-1)
     r = 2 * half
-    c = cos[None, :, None, :].to(x.dtype)
-    s = sin[None, :, None, :].to(x.dtype)
+    c = cos.unsqueeze(-2).to(x.dtype)
+    s = sin.unsqueeze(-2).to(x.dtype)
     x1, x2 = x[..., :half], x[..., half:r]
     rotated = torch.cat((x1 * c + x2 * s, x2 * c - x1 * s), dim=-1)
     if r == x.size(-1):
@@ -82,9 +97,9 @@ def apply_partial_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 class Rotary(nn.Module):
     """Caches the partial-RoPE tables per (sequence length, device)."""
 
-    def __init__(self, rotated: int, base: float, ref_len: int):
+    def __init__(self, rotated: int, base: float, ref_len: int, freq_bf16: bool = False):
         super().__init__()
-        self.rotated, self.base, self.ref_len = rotated, base, ref_len
+        self.rotated, self.base, self.ref_len, self.freq_bf16 = rotated, base, ref_len, freq_bf16
         self._cache: dict[tuple[int, str], tuple[Tensor, Tensor]] = {}
 
     def forward(self, seq_len: int, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -92,7 +107,7 @@ class Rotary(nn.Module):
         if key not in self._cache:
             # Built outside inference mode: tables first made during an evaluation are reused in training.
             with torch.inference_mode(False):
-                self._cache[key] = rope_tables(seq_len, self.rotated, self.base, self.ref_len, device)
+                self._cache[key] = rope_tables(seq_len, self.rotated, self.base, self.ref_len, device, self.freq_bf16)
         return self._cache[key]
 
 

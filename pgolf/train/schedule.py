@@ -36,3 +36,20 @@ def ema_update(ema: dict[str, torch.Tensor], state: dict[str, torch.Tensor], dec
     """ema <- decay * ema + (1 - decay) * w, in fp32, for every state-dict entry."""
     for k, v in state.items():
         ema[k].mul_(decay).add_(v.detach().float(), alpha=1.0 - decay)
+
+
+def training_fraction(step: int, elapsed_ms: float, iterations: int, cap_ms: float | None) -> float:
+    """How far training is (FRONTIER F3.5): elapsed / cap with a wall-clock cap, else step / iterations.
+    Measured before the step is taken."""
+    if cap_ms is None:
+        return step / max(iterations, 1)
+    return elapsed_ms / max(cap_ms, 1e-9)
+
+
+def frac_lr_multiplier(frac: float, warmdown_frac: float, min_lr: float) -> float:
+    """#1855's LR multiplier: 1 until 1 - warmdown_frac, then linear to 0, floored at min_lr."""
+    if warmdown_frac <= 0:
+        return 1.0
+    if frac >= 1.0 - warmdown_frac:
+        return max((1.0 - frac) / warmdown_frac, min_lr)
+    return 1.0

@@ -114,4 +114,5 @@ def record_table(rows: list[dict]) -> list[dict]:
             out.append(banks[bank])
         banks[bank]["shape"][0] += 1
         banks[bank]["params"] += r["params"]
-    return out
+    order = {"embed": 0, "head": 0, "matrix": 1, "scalar": 2}  # as F2.11 lists them
+    return sorted(out, key=lambda r: order[r["group"]])

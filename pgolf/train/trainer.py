@@ -36,7 +36,7 @@ from pgolf.sysinfo import system_info
 from pgolf.train import checkpoint
 from pgolf.train.muon import orthogonalizer
 from pgolf.train.optim import build_optimizers
-from pgolf.train.schedule import ema_update, frac_lr_multiplier, lr_multiplier, muon_momentum, training_fraction
+from pgolf.train.schedule import Schedule, ema_update
 
 
 @dataclass
@@ -170,6 +170,7 @@ class Trainer:
         self.muon = self.optimizers[-2]
         self.cu_seqlens = self.model.wants_cu_seqlens
         self.state = LoopState()
+        self.schedule = Schedule(cfg)
         self.params = count_params(self.model)
 
     # ------------------------------------------------------------------ helpers
@@ -327,7 +328,7 @@ class Trainer:
         # The record clips each rank's own gradient and averages afterwards (F4.2); pgolf clips the average.
         per_rank = o.grad_clip_scope == "rank" and dist.active()
         train_loss = self._micro_steps(reduce=not per_rank)
-        mu = muon_momentum(step, o.muon_momentum_warmup_start, o.muon_momentum, o.muon_momentum_warmup_steps)
+        mu = self.schedule.momentum(step)
         for g in self.muon.param_groups:
             g["momentum"] = mu
         for opt in self.optimizers:
@@ -395,12 +396,9 @@ class Trainer:
             self._log_header()
             self._warmup()
             s.ema = {k: v.detach().float().clone() for k, v in self.model.state_dict().items()}
-        # GPTQ_RESERVE_SECONDS is held back from the budget (FRONTIER F3.5).
-        budget_s = t.max_wallclock_seconds - t.gptq_reserve_seconds if t.max_wallclock_seconds > 0 else 0.0
-        cap_ms = 1000.0 * budget_s if t.max_wallclock_seconds > 0 else None
+        cap_ms = self.schedule.cap_ms  # GPTQ_RESERVE_SECONDS is held back from the budget (FRONTIER F3.5)
         if t.gptq_reserve_seconds > 0 and cap_ms is not None:
             f.log(f"gptq:reserving {t.gptq_reserve_seconds:g}s, effective={cap_ms:.0f}ms")
-        m = cfg.model
         self.fwd.train()
         self._sync()
         t0 = time.perf_counter()
@@ -425,16 +423,12 @@ class Trainer:
                     f.metric(kind="event", step=s.step, event="stop_wallclock", train_ms=s.train_ms)
                 break
             elapsed = s.train_ms + 1000.0 * (time.perf_counter() - t0)
-            frac = training_fraction(s.step, elapsed, t.iterations, cap_ms)
-            if t.warmdown_frac > 0:
-                mult = frac_lr_multiplier(frac, t.warmdown_frac, t.min_lr)
-            else:
-                mult = lr_multiplier(s.step, elapsed, t.iterations, t.warmdown_iters, budget_s)
-                mult = max(mult, t.min_lr) if mult < 1.0 else mult
-            if m.num_loops > 0 and not s.looping and frac >= m.enable_looping_at:
+            mult = self.schedule.lr_mult(s.step, elapsed)
+            if not s.looping and self.schedule.looping(s.step, elapsed):
                 s.looping = True
                 self.model.set_looping(True)
                 enc, dec = self.model.schedules[True]
+                frac = self.schedule.fraction(s.step, elapsed)
                 f.log(f"layer_loop:enabled step:{s.step} frac:{frac:.3f} encoder:{enc} decoder:{dec}")
                 f.metric(kind="event", step=s.step, event="layer_loop", frac=frac)
             want_qat = t.qat_enabled or (t.late_qat_threshold > 0 and mult < t.late_qat_threshold)

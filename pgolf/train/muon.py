@@ -133,6 +133,8 @@ class Muon(torch.optim.Optimizer):
                     if "momentum_buffer" not in state:
                         state["momentum_buffer"] = torch.zeros_like(g)
                     buf = state["momentum_buffer"]
+                    if buf.dtype != g.dtype:  # Optimizer.load_state_dict casts state to the parameter's dtype
+                        buf = state["momentum_buffer"] = buf.to(g.dtype)
                     buf.mul_(mu).add_(g)
                     if group["nesterov"]:
                         g = g.add(buf, alpha=mu)

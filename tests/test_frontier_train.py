@@ -237,9 +237,8 @@ def test_no_information_crosses_a_bos_under_torchrun(tmp_path):
             p.add_(0.3 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) / p.size(-1) ** 0.5)
     n = 600
     tokens = val_tokens(n + 10).copy()
-    bos = np.flatnonzero(tokens[: n + 1] == 1)
-    assert len(bos) >= 2, "the stream needs two documents"
-    lo, hi = int(bos[0]) + 1, int(bos[1])  # the first document's tokens after its BOS
+    tokens[[150, 400]] = 1  # cut the (long) validation text into documents
+    lo, hi = 151, 400  # the second document's tokens after its BOS
     perturbed = tokens.copy()
     perturbed[lo:hi] = (perturbed[lo:hi].astype(np.int64) * 7 + 3) % 1022 + 2
     t = tables()

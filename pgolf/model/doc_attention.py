@@ -59,6 +59,7 @@ class Segments:
     max_seqlen: int = 0
 
 
+@torch.compiler.disable  # data-dependent length: never traced (a compiled caller passes cu_seqlens in)
 def packed_cu_seqlens(flags: Tensor, bucket: int = CU_BUCKET) -> tuple[Tensor, int]:
     """(cu_seqlens int32, longest segment) of a flattened batch from its segment-start flags [B, T].
 

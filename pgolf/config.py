@@ -217,7 +217,7 @@ class RuntimeConfig:
     device: str = _f("auto", None, "auto | cpu | cuda | cuda:N")
     compile: str = _f("auto", None, "auto (on for CUDA) | on | off")
     autocast: str = _f("auto", None, "auto (bf16 on CUDA) | bf16 | off")
-    attention: str = _f("auto", None, "auto (FlashAttention-3 if installed) | sdpa | fa3")
+    attention: str = _f("auto", None, "auto (FlashAttention-3 if installed) | sdpa | fa3 | flex (document attention)")
     num_threads: int = _f(0, None, "CPU threads, 0 = torch default")
 
 
@@ -508,7 +508,10 @@ def validate(cfg: Config) -> None:
     )
     _need(r.compile in ("auto", "on", "off"), f"runtime.compile must be auto, on or off, got {r.compile!r}")
     _need(r.autocast in ("auto", "bf16", "off"), f"runtime.autocast must be auto, bf16 or off, got {r.autocast!r}")
-    _need(r.attention in ("auto", "sdpa", "fa3"), f"runtime.attention must be auto, sdpa or fa3, got {r.attention!r}")
+    _need(
+        r.attention in ("auto", "sdpa", "fa3", "flex"),
+        f"runtime.attention must be auto, sdpa, fa3 or flex, got {r.attention!r}",
+    )
     _need(r.num_threads >= 0, f"runtime.num_threads must be >= 0, got {r.num_threads}")
 
 

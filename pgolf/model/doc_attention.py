@@ -7,9 +7,10 @@ and every `max_doc_len` tokens from a document's start begin a new segment, as t
 * ``fa3``: FlashAttention-3's varlen kernel (CUDA, when importable) over the flattened batch;
   the record's kernel. Its `cu_seqlens` are data-dependent, so a compiled caller passes them in
   (`Segments.cu_seqlens`); an eager call computes them here.
-* ``flex``: PyTorch's flex attention with a block mask (CUDA; it skips whole masked blocks).
-  PyTorch 2.13 has no flex backward on the CPU, so it is not used there.
-* ``sdpa``: PyTorch SDPA with a boolean [B, 1, T, T] mask — every device; the CPU path.
+* ``flex``: PyTorch's flex attention with a block mask (CUDA, `runtime.attention=flex`; it skips
+  whole masked blocks). PyTorch 2.13 has no flex backward on the CPU, so it is not used there.
+* ``sdpa``: PyTorch SDPA with a boolean [B, 1, T, T] mask — every device; the CPU path, and the
+  CUDA one without FlashAttention-3.
 """
 
 from __future__ import annotations
@@ -136,7 +137,9 @@ def resolve_kernel(requested: str, device: torch.device) -> str:
         return "sdpa"  # FA3 is CUDA-only and flex has no CPU backward in torch 2.13
     if requested in ("auto", "fa3") and flash_attn_varlen() is not None:
         return "fa3"
-    if requested in ("auto", "fa3", "flex") and flex_attention_fn() is not None:
+    # flex only when asked for: its block mask is built inside the (fullgraph) compiled step,
+    # which no GPU run has exercised yet; SDPA with the mask is the portable default.
+    if requested == "flex" and flex_attention_fn() is not None:
         return "flex"
     return "sdpa"
 

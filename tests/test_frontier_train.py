@@ -264,3 +264,19 @@ def test_no_information_crosses_a_bos_under_torchrun(tmp_path):
         assert np.abs(a[~outside] - b[~outside]).max() > 1e-3
         one = evaluate(model, method, tokens, t, cfg, "cpu", max_tokens=n, record=True)[1]
         np.testing.assert_allclose(a, one, atol=1e-4, err_msg=method)
+
+
+def test_dry_run_prints_the_records_count_and_tables_and_reads_its_env_names():
+    r = subprocess.run(pgolf_cmd("train", "--preset", "frontier", "--no-env", "--dry-run", "--json"),
+                       capture_output=True, text=True, env=clean_env())  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["params"] == 35_945_671 and len(out["banked"]) == 66 and len(out["tensors"]) == 128
+    assert sum(t["params"] for t in out["tensors"]) == sum(t["params"] for t in out["banked"]) == 35_945_671
+    qo = next(t for t in out["banked"] if t["name"] == "qo_bank")
+    assert qo["shape"] == [22, 512, 512] and qo["group"] == "matrix"
+    # the record's environment names: without recurrence the skip rows drop from 8 to 5
+    r = subprocess.run(pgolf_cmd("train", "--preset", "frontier", "--dry-run", "--json"),
+                       capture_output=True, text=True, env=clean_env(NUM_LOOPS="0"))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["params"] == 35_945_671 - 2 * 3 * 512

@@ -378,3 +378,14 @@ def test_every_kernel_computes_the_same_masked_attention(monkeypatch):
     fa3 = da.document_attention(q, k, v, seg3)
     assert (fa3 - ref).abs().max() < 1e-5
     assert seg3.cu_seqlens.numel() % 64 == 0 and seg3.cu_seqlens[:7].tolist() == [0, 7, 20, 36, 40, 56, 70]
+
+
+def test_model_flops_count_every_virtual_pass():
+    from pgolf.model.flops import training_flops_per_token
+
+    m = load_config("frontier-tiny", environ={}).model
+    per_block = 192 * 192 * 2 + 2 * 192 * 96 + 2 * 192 * 768  # q, out, k, v, up, down
+    for looping, passes in ((False, 6), (True, 10)):  # 10 = [0,1] + [2,3] x 3 + [4,5]
+        fwd = 2 * (passes * per_block + 192 * 1024) + passes * 2 * 2 * 192 * 257 / 2
+        assert training_flops_per_token(m, 256, looping=looping) == 3 * fwd
+    assert training_flops_per_token(load_config("tiny", environ={}).model, 256) == 15_010_560  # unchanged

@@ -73,9 +73,15 @@ class ModelConfig:
     mtp_loss_weight: float = _f(0.2, "MTP_LOSS_WEIGHT")
     embed_dtype: str = _f("bfloat16", None, "storage dtype of the embedding tables (seed: bfloat16)")
     control_patterns: tuple[str, ...] = _f(SEED_CONTROL_PATTERNS, "CONTROL_TENSOR_NAME_PATTERNS")
+    # -- seed numerics (issue 17)
+    rope_table: str = _f(
+        "seed",
+        None,
+        "seed: bf16 inv_freq and positions for T <= rope_ref_len, fp32 NTK above (the seed) | fp32 "
+        "| frontier: bf16-rounded inv_freq, fp32 positions and tables (#1855)",
+    )
     # ---- the frontier record's network (PR #1855, FRONTIER F2); every option is off in the seed's presets
     rope_yarn: bool = _f(True, "ROPE_YARN", "NTK base rescaling above rope_ref_len (the seed); #1855 runs without")
-    rope_freq_bf16: bool = _f(False, None, "RoPE inverse frequencies rounded to bf16, as #1855's buffer is")
     seed_smear: bool = _f(True, None, "the seed's per-channel SmearGate after the input norm")
     smear_gate_enabled: bool = _f(False, "SMEAR_GATE_ENABLED", "input-dependent SmearGate on the raw embedding (F2.2)")
     smear_gate_bos_fix: bool = _f(True, "SMEAR_GATE_BOS_FIX", "never smear into a BOS (0 = #2135's leak)")
@@ -217,7 +223,12 @@ class RuntimeConfig:
     device: str = _f("auto", None, "auto | cpu | cuda | cuda:N")
     compile: str = _f("auto", None, "auto (on for CUDA) | on | off")
     autocast: str = _f("auto", None, "auto (bf16 on CUDA) | bf16 | off")
-    attention: str = _f("auto", None, "auto (FlashAttention-3 if installed) | sdpa | fa3 | flex (document attention)")
+    attention: str = _f(
+        "auto",
+        None,
+        "auto (FlashAttention-3 if installed, else sdpa) | sdpa (the seed's: K/V heads repeated, then SDPA) "
+        "| sdpa-gqa (SDPA's enable_gqa) | fa3 | flex (document attention on CUDA: flex attention)",
+    )
     num_threads: int = _f(0, None, "CPU threads, 0 = torch default")
 
 
@@ -454,6 +465,10 @@ def validate(cfg: Config) -> None:
         m.embed_dtype in ("float32", "bfloat16"),
         f"model.embed_dtype must be float32 or bfloat16, got {m.embed_dtype!r}",
     )
+    _need(
+        m.rope_table in ("seed", "fp32", "frontier"),
+        f"model.rope_table must be seed, fp32 or frontier, got {m.rope_table!r}",
+    )
     _validate_frontier_model(m)
 
     t = cfg.train
@@ -509,8 +524,8 @@ def validate(cfg: Config) -> None:
     _need(r.compile in ("auto", "on", "off"), f"runtime.compile must be auto, on or off, got {r.compile!r}")
     _need(r.autocast in ("auto", "bf16", "off"), f"runtime.autocast must be auto, bf16 or off, got {r.autocast!r}")
     _need(
-        r.attention in ("auto", "sdpa", "fa3", "flex"),
-        f"runtime.attention must be auto, sdpa, fa3 or flex, got {r.attention!r}",
+        r.attention in ("auto", "sdpa", "sdpa-gqa", "fa3", "flex"),
+        f"runtime.attention must be auto, sdpa, sdpa-gqa, fa3 or flex, got {r.attention!r}",
     )
     _need(r.num_threads >= 0, f"runtime.num_threads must be >= 0, got {r.num_threads}")
 

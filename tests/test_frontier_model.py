@@ -104,7 +104,7 @@ def test_seed_presets_keep_every_frontier_option_off():
         m = load_config(preset, environ={}).model
         assert (m.num_loops, m.parallel_start_layer, m.doc_attention, m.fused_ce) == (0, 0, False, False)
         assert not (m.skip_gates_enabled or m.smear_gate_enabled or m.sparse_attn_gate_enabled)
-        assert not (m.gated_attn_enabled or m.attn_out_gate_enabled or m.rope_freq_bf16)
+        assert not (m.gated_attn_enabled or m.attn_out_gate_enabled) and m.rope_table == "seed"
         assert m.seed_smear and m.rope_yarn and m.init_order == "seed" and m.rope_positions == "auto"
         o = load_config(preset, environ={}).optim
         assert (o.muon_ns_coeffs, o.muon_row_normalize, o.muon_momentum_dtype) == ("seed", False, "float32")

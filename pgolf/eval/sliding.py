@@ -26,7 +26,7 @@ from pgolf.eval.windows import Window, batches, plan_windows
 
 @dataclass
 class WindowBatch:
-    """One batch of windows on the device, right-padded with id 0 to the longest window."""
+    """One batch of windows on the device, right-padded with id 0 (to `pad_to` or the longest window)."""
 
     windows: list[Window]
     x: Tensor  # [b, T] inputs
@@ -49,8 +49,10 @@ def positions(windows: list[Window], lo: list[int], hi: list[int]) -> tuple[np.n
     return rows, starts + offsets
 
 
-def make_batch(tokens: np.ndarray, windows: list[Window], device: torch.device) -> WindowBatch:
-    T = max(w.length for w in windows)
+def make_batch(tokens: np.ndarray, windows: list[Window], device: torch.device, pad_to: int = 0) -> WindowBatch:
+    # The seed pads every batch to the evaluation length; above the RoPE reference length the
+    # rotary base depends on the padded length, so a short last batch must be padded the same way.
+    T = max(pad_to, max(w.length for w in windows))
     x = np.zeros((len(windows), T), dtype=np.int64)
     y = np.zeros((len(windows), T), dtype=np.int64)
     for i, w in enumerate(windows):
@@ -95,7 +97,7 @@ def evaluate_sliding(
     try:
         with torch.no_grad():  # not inference_mode: the model caches tensors (RoPE tables)
             for group in my_share(window_batches(n_targets, seq_len, stride, batch_seqs)):
-                b = make_batch(tokens, group, device)
+                b = make_batch(tokens, group, device, pad_to=seq_len)
                 with autocast_context(device, autocast):
                     h = hidden_fn(b.x)[b.rows, b.cols]
                     logits = model.compute_logits(h)

@@ -235,7 +235,7 @@ def evaluate_slot(
     model.eval()
     try:
         for group in my_share(window_batches(n_targets, seq_len, stride, batch_seqs)):
-            b = make_batch(tokens, group, device)
+            b = make_batch(tokens, group, device, pad_to=seq_len)
             h = hidden_fp32(model, b, device, autocast, hidden_fn)
             nll = slot_batch(head, b, h, steps, lr, lr_min, schedule, impl)
             scorer.add(nll.detach(), b.y[b.rows, b.cols], b.x[b.rows, b.cols], first_target=b.first_target)

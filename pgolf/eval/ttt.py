@@ -186,7 +186,7 @@ def evaluate_ttt(
             model.eval()
             with torch.no_grad():
                 for group in my_share(batches(windows, batch_seqs)):
-                    b = make_batch(tokens, group, device)
+                    b = make_batch(tokens, group, device, pad_to=seq_len)
                     with autocast_context(device, autocast):
                         logits = model.compute_logits(model.forward_hidden(b.x)[b.rows, b.cols])
                     ys = b.y[b.rows, b.cols]

@@ -27,20 +27,29 @@ def flash_attn_3():
     return None
 
 
+ATTENTION_BACKENDS = ("sdpa", "sdpa-gqa", "fa3")
+
+
 def causal_attention(q: Tensor, k: Tensor, v: Tensor, backend: str) -> Tensor:
-    """q [B,T,H,D], k/v [B,T,Hkv,D] -> [B,T,H,D]; softmax scale 1/sqrt(D)."""
+    """q [B,T,H,D], k/v [B,T,Hkv,D] -> [B,T,H,D]; softmax scale 1/sqrt(D).
+
+    "sdpa" is the seed's call without FlashAttention-3: K/V heads repeated to H, then
+    SDPA. "sdpa-gqa" leaves the repetition to SDPA (`enable_gqa`): the same forward, but
+    its gradients can differ from the seed's by a rounding unit. "fa3" uses FlashAttention-3
+    on CUDA when installed (as the seed does) and otherwise falls back to "sdpa".
+    """
     if backend == "fa3" and q.is_cuda:
         fn = flash_attn_3()
         if fn is not None:
             out = fn(q, k, v, causal=True)
             return out[0] if isinstance(out, tuple) else out
-    y = F.scaled_dot_product_attention(
-        q.transpose(1, 2),
-        k.transpose(1, 2),
-        v.transpose(1, 2),
-        is_causal=True,
-        enable_gqa=q.size(2) != k.size(2),
-    )
+    q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+    grouped = q.size(1) != k.size(1)
+    if grouped and backend != "sdpa-gqa":
+        k = k.repeat_interleave(q.size(1) // k.size(1), dim=1)
+        v = v.repeat_interleave(q.size(1) // v.size(1), dim=1)
+    gqa = grouped and backend == "sdpa-gqa"
+    y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
     return y.transpose(1, 2)
 
 
@@ -68,13 +77,13 @@ class CausalSelfAttention(nn.Module):
         qk_gain_init: float,
         use_xsa: bool,
         vrl_gate: bool,
+        rope_table: str = "seed",
         gate: str = "",
         gate_window: int = 12,
         gate_scale: float = 1.0,
         gate_init_std: float = 0.0,
         gate_src: str = "proj",
         draw_init: bool = True,
-        rope_freq_bf16: bool = False,
     ):
         super().__init__()
         self.num_heads, self.num_kv_heads = num_heads, num_kv_heads
@@ -86,7 +95,7 @@ class CausalSelfAttention(nn.Module):
         self.c_v = CastedLinear(dim, kv_dim, draw_init=draw_init)
         self.proj = CastedLinear(dim, dim, zero_init=True, draw_init=draw_init)
         self.q_gain = nn.Parameter(torch.full((num_heads,), qk_gain_init, dtype=torch.float32))
-        self.rotary = Rotary(rope_dims or self.head_dim, rope_base, rope_ref_len, rope_freq_bf16)
+        self.rotary = Rotary(rope_dims or self.head_dim, rope_base, rope_ref_len, rope_table)
         self.use_xsa = use_xsa
         # Layer 0 produces v_first and has no gate; the gate is a 0-d parameter (sigmoid(-1.5) ~ 0.18).
         self.vrl_gate = nn.Parameter(torch.tensor(-1.5, dtype=torch.float32)) if vrl_gate else None

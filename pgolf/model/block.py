@@ -41,13 +41,13 @@ class Block(nn.Module):
             cfg.qk_gain_init,
             use_xsa=layer in cfg.xsa_layers,
             vrl_gate=cfg.vrl_enabled and layer > 0,
+            rope_table=cfg.rope_table,
             gate=attention_gate(cfg),
             gate_window=cfg.gate_window,
             gate_scale=cfg.sparse_attn_gate_scale,
             gate_init_std=cfg.gated_attn_init_std if cfg.gated_attn_enabled else cfg.sparse_attn_gate_init_std,
             gate_src=cfg.attn_out_gate_src,
             draw_init=cfg.init_order == "seed",
-            rope_freq_bf16=cfg.rope_freq_bf16,
         )
         self.mlp = MLP(d, cfg.mlp_hidden, draw_init=cfg.init_order == "seed")
         self.attn_scale = nn.Parameter(torch.ones(d, dtype=torch.float32))

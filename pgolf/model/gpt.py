@@ -138,7 +138,7 @@ class GPT(nn.Module):
 
     # ------------------------------------------------------------------ runtime switches
     def set_attention_backend(self, backend: str) -> str:
-        """'sdpa', 'fa3', 'flex' or 'auto' (FlashAttention-3 when installed and on CUDA).
+        """'sdpa' (the seed's call), 'sdpa-gqa', 'fa3', 'flex' or 'auto' (FlashAttention-3 when installed and on CUDA).
 
         With document attention the kernel is FA3's varlen one, flex attention or SDPA with a
         mask (`pgolf.model.doc_attention.resolve_kernel`); the name returned says which.

@@ -60,20 +60,38 @@ def ntk_rope_base(base: float, seq_len: int, rotated: int, ref_len: int) -> floa
     return base * (seq_len / ref_len) ** (rotated / (rotated - 2))
 
 
-def rope_tables(
-    seq_len: int, rotated: int, base: float, ref_len: int, device: torch.device, freq_bf16: bool = False
-) -> tuple[Tensor, Tensor]:
-    """cos/sin tables [T, rotated/2] in fp32 for positions 0..T-1.
+ROPE_TABLES = ("seed", "fp32", "frontier")
 
-    `freq_bf16`: the unscaled inverse frequencies rounded to bf16 first, as #1855 has them (its
-    `inv_freq` is a buffer, and the record casts the whole model to bf16 before training).
+
+def rope_tables(
+    seq_len: int, rotated: int, base: float, ref_len: int, device: torch.device, table: str = "seed"
+) -> tuple[Tensor, Tensor]:
+    """cos/sin tables [T, rotated/2] (fp32 tensors) for positions 0..T-1.
+
+    `table="seed"` builds them as the seed does. Its model is cast to bf16 before training,
+    which turns the rotary module's `inv_freq` buffer into bf16; for T <= ref_len the seed
+    multiplies that buffer by bf16 positions (integers above 256 round) and takes cos/sin in
+    bf16 -- up to 0.24 away from an fp32 table at T = 256. Above ref_len its NTK branch
+    recomputes the frequencies in fp32. `table="fp32"` is fp32 at every length. The bf16
+    values are returned widened to fp32 (exact), so callers cast them as the seed does.
+    `table="frontier"` is PR #1855's: the same bf16-cast buffer, but read back as fp32 and
+    multiplied by fp32 positions, at every length it does not rescale.
     """
-    b = ntk_rope_base(base, seq_len, rotated, ref_len)
-    inv_freq = 1.0 / (b ** (torch.arange(0, rotated, 2, dtype=torch.float32, device=device) / rotated))
-    if freq_bf16 and b == base:
-        inv_freq = inv_freq.to(torch.bfloat16).float()
-    angles = torch.outer(torch.arange(seq_len, dtype=torch.float32, device=device), inv_freq)
-    return angles.cos(), angles.sin()
+    if table not in ROPE_TABLES:
+        raise ValueError(f"rope table must be one of {ROPE_TABLES}, got {table!r}")
+    if table == "seed" and seq_len <= ref_len:
+        # The seed's buffer: made in fp32 on the CPU at construction, then cast to bf16 with the model.
+        inv_freq = (1.0 / (base ** (torch.arange(0, rotated, 2, dtype=torch.float32) / rotated))).to(device)
+        inv_freq = inv_freq.to(torch.bfloat16)
+    elif table == "frontier" and ntk_rope_base(base, seq_len, rotated, ref_len) == base:
+        inv_freq = 1.0 / (base ** (torch.arange(0, rotated, 2, dtype=torch.float32) / rotated))
+        inv_freq = inv_freq.to(torch.bfloat16).float().to(device)
+    else:
+        b = ntk_rope_base(base, seq_len, rotated, ref_len)
+        inv_freq = 1.0 / (b ** (torch.arange(0, rotated, 2, dtype=torch.float32, device=device) / rotated))
+    positions = torch.arange(seq_len, dtype=inv_freq.dtype, device=device)
+    angles = torch.outer(positions, inv_freq)
+    return angles.cos().float(), angles.sin().float()
 
 
 def apply_partial_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
@@ -97,9 +115,9 @@ def apply_partial_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 class Rotary(nn.Module):
     """Caches the partial-RoPE tables per (sequence length, device)."""
 
-    def __init__(self, rotated: int, base: float, ref_len: int, freq_bf16: bool = False):
+    def __init__(self, rotated: int, base: float, ref_len: int, table: str = "seed"):
         super().__init__()
-        self.rotated, self.base, self.ref_len, self.freq_bf16 = rotated, base, ref_len, freq_bf16
+        self.rotated, self.base, self.ref_len, self.table = rotated, base, ref_len, table
         self._cache: dict[tuple[int, str], tuple[Tensor, Tensor]] = {}
 
     def forward(self, seq_len: int, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -107,7 +125,7 @@ class Rotary(nn.Module):
         if key not in self._cache:
             # Built outside inference mode: tables first made during an evaluation are reused in training.
             with torch.inference_mode(False):
-                self._cache[key] = rope_tables(seq_len, self.rotated, self.base, self.ref_len, device, self.freq_bf16)
+                self._cache[key] = rope_tables(seq_len, self.rotated, self.base, self.ref_len, device, self.table)
         return self._cache[key]
 
 

@@ -30,7 +30,8 @@ def newton_schulz5(g: Tensor, steps: int = 5, eps: float = NS_EPS, dtype: torch.
         x = x.T
     for _ in range(steps):
         A = x @ x.T
-        B = b * A + c * (A @ A)
+        # (c * A) @ A, as the seed's `b * A + c * A @ A` parses: in bf16 it is not c * (A @ A).
+        B = b * A + (c * A) @ A
         x = a * x + B @ x
     return x.T if transposed else x
 

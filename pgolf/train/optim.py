@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -73,10 +74,24 @@ def _check_partition(model, g: ParamGroups) -> None:
             raise RuntimeError(f"parameter {name} is in {seen.get(id(p), 0)} optimiser groups (must be exactly 1)")
 
 
+@functools.lru_cache(maxsize=8)
+def fused_adam_available(device: torch.device) -> bool:
+    """Fused Adam(W) where this PyTorch has it for the device type (CUDA; CPU since 2.4).
+
+    The seed asks for fused AdamW; on a CPU the fused and the for-loop kernels round
+    differently (one ulp per step), so pgolf uses the fused one wherever it exists.
+    """
+    try:
+        torch.optim.AdamW([torch.zeros(1, device=torch.device(device.type), requires_grad=True)], fused=True)
+    except (RuntimeError, ValueError):
+        return False
+    return True
+
+
 def build_optimizers(model, cfg: OptimConfig, device: torch.device, orthogonalize=None) -> list[torch.optim.Optimizer]:
     """[embedding AdamW, (head Adam), Muon, scalar AdamW]; each group carries `base_lr`."""
     g = route_parameters(model)
-    fused = device.type == "cuda"
+    fused = fused_adam_available(device)
     emb_lr = cfg.tied_embed_lr if model.config.tie_embeddings else cfg.embed_lr
     opts: list[torch.optim.Optimizer] = [
         torch.optim.AdamW(

@@ -36,6 +36,8 @@ FRONTIER_CONTROL_PATTERNS = (
     "attn_gate_proj", "attn_gate_w", "smear_gate", "smear_lambda",
 )  # fmt: skip
 ATTN_GATES = ("sparse_attn_gate_enabled", "gated_attn_enabled", "attn_out_gate_enabled")
+# optim.muon_ns_coeffs -> its number of (a, b, c) tuples (pgolf.train.muon.NS_TABLES; 1 = repeated every step)
+NS_TUPLES = {"seed": 1, "polar_express": 5}
 
 
 def _f(default: Any, env: str | None = None, help: str = "") -> Any:
@@ -532,8 +534,6 @@ def validate(cfg: Config) -> None:
 
 def _validate_frontier_model(m: ModelConfig) -> None:
     """The frontier options of the model (FRONTIER F2)."""
-    from pgolf.model.recurrence import layer_schedule
-
     _need(1 <= m.gate_window <= m.model_dim, f"model.gate_window={m.gate_window} must be in [1, model_dim]")
     on = [name for name in ATTN_GATES if getattr(m, name)]
     _need(len(on) <= 1, f"model.{' and model.'.join(on)} are mutually exclusive (one attention output gate)")
@@ -560,6 +560,8 @@ def _validate_frontier_model(m: ModelConfig) -> None:
         f"model.parallel_final_lane must be mean, attn or mlp, got {m.parallel_final_lane!r}",
     )
     if m.parallel_start_layer > 0:
+        from pgolf.model.recurrence import layer_schedule  # imports torch: only when the lanes exist
+
         _need(not m.dtg_enabled, "model.dtg_enabled cannot be combined with parallel lanes (parallel_start_layer)")
         for looping in (False, True) if m.num_loops > 0 else (False,):
             _, dec = layer_schedule(m.num_layers, m.num_loops, m.loop_start, m.loop_end, looping)
@@ -583,8 +585,6 @@ def _validate_frontier_model(m: ModelConfig) -> None:
 
 def _validate_frontier_train(cfg: Config) -> None:
     """The frontier options of the optimiser and schedule (FRONTIER F3)."""
-    from pgolf.train.muon import NS_TABLES
-
     t, o = cfg.train, cfg.optim
     _need(0.0 <= t.warmdown_frac <= 1.0, f"train.warmdown_frac must be in [0, 1], got {t.warmdown_frac}")
     _need(0.0 <= t.min_lr <= 1.0, f"train.min_lr must be in [0, 1], got {t.min_lr}")
@@ -595,14 +595,14 @@ def _validate_frontier_train(cfg: Config) -> None:
         f"(train.max_wallclock_seconds={t.max_wallclock_seconds})",
     )
     _need(
-        o.muon_ns_coeffs in NS_TABLES,
-        f"optim.muon_ns_coeffs must be one of {', '.join(NS_TABLES)}, got {o.muon_ns_coeffs!r}",
+        o.muon_ns_coeffs in NS_TUPLES,
+        f"optim.muon_ns_coeffs must be one of {', '.join(NS_TUPLES)}, got {o.muon_ns_coeffs!r}",
     )
-    table = NS_TABLES[o.muon_ns_coeffs]
+    n = NS_TUPLES[o.muon_ns_coeffs]
     _need(
-        len(table) == 1 or o.muon_backend_steps <= len(table),
-        f"optim.muon_backend_steps={o.muon_backend_steps}: {o.muon_ns_coeffs} has {len(table)} tuples "
-        f"(the record silently runs {len(table)} when asked for more)",
+        n == 1 or o.muon_backend_steps <= n,
+        f"optim.muon_backend_steps={o.muon_backend_steps}: {o.muon_ns_coeffs} has {n} tuples "
+        f"(the record silently runs {n} when asked for more)",
     )
     _need(
         o.muon_momentum_dtype in ("float32", "bfloat16"),

@@ -42,6 +42,13 @@ def test_polar_express_equals_the_records_function(fx):
     assert torch.equal(polar_express(fx["ns.wide.in"], steps=3, dtype=torch.bfloat16), fx["ns.wide.out3"])
 
 
+def test_the_config_knows_the_coefficient_tables():
+    from pgolf.config import NS_TUPLES
+    from pgolf.train.muon import NS_TABLES
+
+    assert {k: len(v) for k, v in NS_TABLES.items()} == NS_TUPLES
+
+
 def test_polar_express_scalar_map_and_singular_values():
     s = torch.linspace(1e-3, 1, 20001, dtype=torch.float64)
     for a, b, c in POLAR_EXPRESS:

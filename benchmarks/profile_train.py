@@ -2,6 +2,7 @@
 
     python benchmarks/profile_train.py                      # tiny preset, this machine's CPU
     python benchmarks/profile_train.py --threads 1          # compare thread settings
+    python benchmarks/profile_train.py --preset frontier-tiny --loops off   # before the loop switch
     python benchmarks/profile_train.py --preset record --accum 8 --steps 2   # on a GPU
 
 Runs pgolf.train.trainer.Trainer.train_step (the step `pgolf train` runs) on the builtin
@@ -47,12 +48,14 @@ def main() -> None:
     add_step_args(ap, steps=5)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     ap.add_argument("--top", type=int, default=15)
+    ap.add_argument("--loops", choices=("off", "on"), default="on", help="depth recurrence state (if the model has it)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
     with step_trainer(args) as (_cfg, tr):
         dev = tr.device
+        tr.model.set_looping(args.loops == "on")
         for _ in range(args.warmup):
             tr.train_step(1.0)
         sync(dev)

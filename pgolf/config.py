@@ -29,6 +29,15 @@ SEED_CONTROL_PATTERNS = (
     "attn_scale", "attn_scales", "mlp_scale", "mlp_scales", "resid_mix", "resid_mixes", "q_gain",
     "skip_weight", "skip_weights", "smear", "dtg_gate", "ve_layer_scales", "ve_shared.scale",
 )  # fmt: skip
+# PR #1855's CONTROL_TENSOR_NAME_PATTERNS (FRONTIER F3.10): the frontier presets use it.
+FRONTIER_CONTROL_PATTERNS = (
+    "attn_scale", "attn_scales", "mlp_scale", "mlp_scales", "resid_mix", "resid_mixes", "q_gain",
+    "skip_weight", "skip_weights", "skip_gates", "parallel_post_lambdas", "parallel_resid_lambdas",
+    "attn_gate_proj", "attn_gate_w", "smear_gate", "smear_lambda",
+)  # fmt: skip
+ATTN_GATES = ("sparse_attn_gate_enabled", "gated_attn_enabled", "attn_out_gate_enabled")
+# optim.muon_ns_coeffs -> its number of (a, b, c) tuples (pgolf.train.muon.NS_TABLES; 1 = repeated every step)
+NS_TUPLES = {"seed": 1, "polar_express": 5}
 
 
 def _f(default: Any, env: str | None = None, help: str = "") -> Any:
@@ -50,7 +59,7 @@ class ModelConfig:
     tied_embed_init_std: float = _f(0.005, "TIED_EMBED_INIT_STD")
     rope_base: float = _f(10000.0, "ROPE_BASE")
     rope_dims: int = _f(16, "ROPE_DIMS", "rotated channels per head, 0 = all")
-    rope_ref_len: int = _f(1024, None, "NTK base rescaling applies above this length (seed: 1024)")
+    rope_ref_len: int = _f(1024, "ROPE_TRAIN_SEQ_LEN", "NTK base rescaling applies above this length (seed: 1024)")
     logit_softcap: float = _f(30.0, "LOGIT_SOFTCAP")
     qk_gain_init: float = _f(4.0, "QK_GAIN_INIT")
     bigram_vocab_size: int = _f(1024, "BIGRAM_VOCAB_SIZE", "0 disables BigramHash")
@@ -68,8 +77,36 @@ class ModelConfig:
     control_patterns: tuple[str, ...] = _f(SEED_CONTROL_PATTERNS, "CONTROL_TENSOR_NAME_PATTERNS")
     # -- seed numerics (issue 17)
     rope_table: str = _f(
-        "seed", None, "seed: bf16 inv_freq and positions for T <= rope_ref_len, fp32 NTK above (the seed) | fp32"
+        "seed",
+        None,
+        "seed: bf16 inv_freq and positions for T <= rope_ref_len, fp32 NTK above (the seed) | fp32 "
+        "| frontier: bf16-rounded inv_freq, fp32 positions and tables (#1855)",
     )
+    # ---- the frontier record's network (PR #1855, FRONTIER F2); every option is off in the seed's presets
+    rope_yarn: bool = _f(True, "ROPE_YARN", "NTK base rescaling above rope_ref_len (the seed); #1855 runs without")
+    seed_smear: bool = _f(True, None, "the seed's per-channel SmearGate after the input norm")
+    smear_gate_enabled: bool = _f(False, "SMEAR_GATE_ENABLED", "input-dependent SmearGate on the raw embedding (F2.2)")
+    smear_gate_bos_fix: bool = _f(True, "SMEAR_GATE_BOS_FIX", "never smear into a BOS (0 = #2135's leak)")
+    gate_window: int = _f(12, "GATE_WINDOW", "leading channels read by the smear and attention gates")
+    sparse_attn_gate_enabled: bool = _f(False, "SPARSE_ATTN_GATE_ENABLED", "per-head output gate from 12 channels")
+    sparse_attn_gate_scale: float = _f(1.0, "SPARSE_ATTN_GATE_SCALE")
+    sparse_attn_gate_init_std: float = _f(0.0, "SPARSE_ATTN_GATE_INIT_STD")
+    gated_attn_enabled: bool = _f(False, "GATED_ATTN_ENABLED", "dense per-head output gate from all channels")
+    gated_attn_init_std: float = _f(0.01, "GATED_ATTN_INIT_STD")
+    attn_out_gate_enabled: bool = _f(False, "ATTN_OUT_GATE_ENABLED", "2*sigmoid per-head gate (#1667)")
+    attn_out_gate_src: str = _f("proj", "ATTN_OUT_GATE_SRC", "proj (block input) | q (raw q projection)")
+    num_loops: int = _f(0, "NUM_LOOPS", "depth recurrence: extra passes over layers loop_start..loop_end (0 = off)")
+    loop_start: int = _f(3, "LOOP_START")
+    loop_end: int = _f(5, "LOOP_END", "inclusive")
+    enable_looping_at: float = _f(0.35, "ENABLE_LOOPING_AT", "training fraction at which the loops switch on")
+    skip_gates_enabled: bool = _f(False, "SKIP_GATES_ENABLED", "sigmoid-gated U-Net skips: lerp(w*s, x, sigmoid(g))")
+    parallel_start_layer: int = _f(0, "PARALLEL_START_LAYER", "two residual lanes from this decoder layer (0 = off)")
+    parallel_final_lane: str = _f("mean", "PARALLEL_FINAL_LANE", "mean | attn | mlp")
+    doc_attention: bool = _f(False, None, "no position attends across a BOS (document-bounded causal attention)")
+    doc_max_len: int = _f(0, None, "document attention cuts documents every N tokens from their start (0 = never)")
+    rope_positions: str = _f("auto", None, "row | document | auto (document with doc_attention, else row)")
+    fused_ce: bool = _f(False, "FUSED_CE_ENABLED", "training soft-caps the raw logits in fp32 (#1855's fused CE)")
+    init_order: str = _f("seed", None, "CPU RNG draw order of the init: seed (#1313) | frontier (#1855's banks)")
 
     @property
     def head_dim(self) -> int:
@@ -82,6 +119,11 @@ class ModelConfig:
     @property
     def xsa_layers(self) -> list[int]:
         return list(range(max(0, self.num_layers - self.xsa_last_n), self.num_layers))
+
+    @property
+    def document_positions(self) -> bool:
+        """RoPE positions restart at every document (else they run along the row)."""
+        return self.rope_positions == "document" or (self.rope_positions == "auto" and self.doc_attention)
 
 
 @dataclass
@@ -102,7 +144,7 @@ class TrainConfig:
     )
     train_log_every: int = _f(500, "TRAIN_LOG_EVERY")
     ema_enabled: bool = _f(True, None)
-    ema_decay: float = _f(0.997, None)
+    ema_decay: float = _f(0.997, "EMA_DECAY")
     swa_enabled: bool = _f(False, "SWA_ENABLED", "apply the SWA average (seed: collected, never used)")
     swa_every: int = _f(50, "SWA_EVERY")
     swa_threshold: float = _f(0.2, None, "collect SWA while the LR multiplier is below this")
@@ -114,6 +156,12 @@ class TrainConfig:
     loader: str = _f(
         "stream", None, "stream: the seed's token stream | packing: FRONTIER F1.6 document packing ([1, local] rows)"
     )
+
+    # ---- the frontier record's schedule (PR #1855, FRONTIER F3.5)
+    warmdown_frac: float = _f(0.0, "WARMDOWN_FRAC", "> 0: warm down over this fraction of the budget (#1855)")
+    min_lr: float = _f(0.0, "MIN_LR", "floor of the LR multiplier during the warm-down")
+    gptq_reserve_seconds: float = _f(0.0, "GPTQ_RESERVE_SECONDS", "held back from the training budget")
+    warmup_full_steps: bool = _f(False, None, "warm-up steps ramp momentum and clip like real ones (#1855)")
 
 
 @dataclass
@@ -136,6 +184,13 @@ class OptimConfig:
     grad_clip_norm: float = _f(0.3, "GRAD_CLIP_NORM", "<= 0 disables")
     muon_wd: float = _f(0.04, "MUON_WD")
     adam_wd: float = _f(0.04, "ADAM_WD")
+    # ---- the frontier record's optimiser (PR #1855, FRONTIER F3.1-F3.3)
+    embed_wd: float = _f(-1.0, "EMBED_WD", "weight decay of the embedding AdamW (< 0: adam_wd, as the seed)")
+    muon_ns_coeffs: str = _f("seed", None, "Newton-Schulz coefficients: seed (one quintic) | polar_express (5)")
+    muon_row_normalize: bool = _f(False, "MUON_ROW_NORMALIZE", "MuonEq-R: unit rows after Nesterov, before NS")
+    muon_momentum_dtype: str = _f("float32", None, "Muon's gradient and momentum buffer: float32 | bfloat16 (#1855)")
+    muon_momentum_leak: bool = _f(False, None, "keep Muon momentum from the undone warm-up (#1855 at W>1, F4.4)")
+    grad_clip_scope: str = _f("global", None, "global: clip the averaged gradient | rank: each rank's own (F4.2)")
 
 
 @dataclass
@@ -185,7 +240,7 @@ class RuntimeConfig:
         "auto",
         None,
         "auto (FlashAttention-3 if installed, else sdpa) | sdpa (the seed's: K/V heads repeated, then SDPA) "
-        "| sdpa-gqa (SDPA's enable_gqa) | fa3",
+        "| sdpa-gqa (SDPA's enable_gqa) | fa3 | flex (document attention on CUDA: flex attention)",
     )
     num_threads: int = _f(0, None, "CPU threads, 0 = torch default")
 
@@ -463,7 +518,11 @@ def validate(cfg: Config) -> None:
         m.embed_dtype in ("float32", "bfloat16"),
         f"model.embed_dtype must be float32 or bfloat16, got {m.embed_dtype!r}",
     )
-    _need(m.rope_table in ("seed", "fp32"), f"model.rope_table must be seed or fp32, got {m.rope_table!r}")
+    _need(
+        m.rope_table in ("seed", "fp32", "frontier"),
+        f"model.rope_table must be seed, fp32 or frontier, got {m.rope_table!r}",
+    )
+    _validate_frontier_model(m)
 
     t = cfg.train
     _need(t.train_seq_len >= 1, f"train.train_seq_len must be >= 1, got {t.train_seq_len}")
@@ -490,6 +549,7 @@ def validate(cfg: Config) -> None:
     )
     for name in ("embed_lr", "head_lr", "tied_embed_lr", "matrix_lr", "scalar_lr", "muon_wd", "adam_wd"):
         _need(getattr(o, name) >= 0, f"optim.{name} must be >= 0, got {getattr(o, name)}")
+    _validate_frontier_train(cfg)
 
     e = cfg.eval
     S = cfg.eval_seq_len
@@ -517,8 +577,8 @@ def validate(cfg: Config) -> None:
     _need(r.compile in ("auto", "on", "off"), f"runtime.compile must be auto, on or off, got {r.compile!r}")
     _need(r.autocast in ("auto", "bf16", "off"), f"runtime.autocast must be auto, bf16 or off, got {r.autocast!r}")
     _need(
-        r.attention in ("auto", "sdpa", "sdpa-gqa", "fa3"),
-        f"runtime.attention must be auto, sdpa, sdpa-gqa or fa3, got {r.attention!r}",
+        r.attention in ("auto", "sdpa", "sdpa-gqa", "fa3", "flex"),
+        f"runtime.attention must be auto, sdpa, sdpa-gqa, fa3 or flex, got {r.attention!r}",
     )
     _need(r.num_threads >= 0, f"runtime.num_threads must be >= 0, got {r.num_threads}")
     _validate_data_fields(cfg)
@@ -571,6 +631,88 @@ def validate_quant(q: QuantConfig) -> None:
     _need(q.codecs and not bad, f"quant.codecs: unknown codec {bad[0] if bad else ''!r} (lrzip, brotli, lzma)")
     _need(1 <= q.lrzip_threads <= 64, f"quant.lrzip_threads must be in [1, 64], got {q.lrzip_threads}")
     _need(q.compress_workers >= 0, f"quant.compress_workers must be >= 0, got {q.compress_workers}")
+
+
+def _validate_frontier_model(m: ModelConfig) -> None:
+    """The frontier options of the model (FRONTIER F2)."""
+    _need(1 <= m.gate_window <= m.model_dim, f"model.gate_window={m.gate_window} must be in [1, model_dim]")
+    on = [name for name in ATTN_GATES if getattr(m, name)]
+    _need(len(on) <= 1, f"model.{' and model.'.join(on)} are mutually exclusive (one attention output gate)")
+    _need(
+        m.attn_out_gate_src in ("proj", "q"), f"model.attn_out_gate_src must be proj or q, got {m.attn_out_gate_src!r}"
+    )
+    for name in ("sparse_attn_gate_init_std", "gated_attn_init_std"):
+        _need(getattr(m, name) >= 0, f"model.{name} must be >= 0, got {getattr(m, name)}")
+    _need(m.num_loops >= 0, f"model.num_loops must be >= 0, got {m.num_loops}")
+    if m.num_loops > 0:
+        _need(
+            0 <= m.loop_start <= m.loop_end < m.num_layers,
+            f"model.loop_start={m.loop_start}, model.loop_end={m.loop_end}: need 0 <= start <= end < num_layers",
+        )
+        _need(
+            0.0 <= m.enable_looping_at <= 1.0, f"model.enable_looping_at must be in [0, 1], got {m.enable_looping_at}"
+        )
+    _need(
+        0 <= m.parallel_start_layer < m.num_layers,
+        f"model.parallel_start_layer={m.parallel_start_layer} must be in [0, num_layers) (0 = off)",
+    )
+    _need(
+        m.parallel_final_lane in ("mean", "attn", "mlp"),
+        f"model.parallel_final_lane must be mean, attn or mlp, got {m.parallel_final_lane!r}",
+    )
+    if m.parallel_start_layer > 0:
+        from pgolf.model.recurrence import layer_schedule  # imports torch: only when the lanes exist
+
+        _need(not m.dtg_enabled, "model.dtg_enabled cannot be combined with parallel lanes (parallel_start_layer)")
+        for looping in (False, True) if m.num_loops > 0 else (False,):
+            _, dec = layer_schedule(m.num_layers, m.num_loops, m.loop_start, m.loop_end, looping)
+            flags = [i >= m.parallel_start_layer for i in dec]
+            _need(
+                flags == sorted(flags),
+                f"model.parallel_start_layer={m.parallel_start_layer}: decoder passes {dec} return to a layer "
+                "below it after the lanes have started",
+            )
+    _need(m.doc_max_len >= 0, f"model.doc_max_len must be >= 0, got {m.doc_max_len}")
+    _need(
+        m.rope_positions in ("auto", "row", "document"),
+        f"model.rope_positions must be auto, row or document, got {m.rope_positions!r}",
+    )
+    _need(
+        m.rope_positions != "document" or m.doc_attention,
+        "model.rope_positions=document needs model.doc_attention (positions restart where attention does)",
+    )
+    _need(m.init_order in ("seed", "frontier"), f"model.init_order must be seed or frontier, got {m.init_order!r}")
+
+
+def _validate_frontier_train(cfg: Config) -> None:
+    """The frontier options of the optimiser and schedule (FRONTIER F3)."""
+    t, o = cfg.train, cfg.optim
+    _need(0.0 <= t.warmdown_frac <= 1.0, f"train.warmdown_frac must be in [0, 1], got {t.warmdown_frac}")
+    _need(0.0 <= t.min_lr <= 1.0, f"train.min_lr must be in [0, 1], got {t.min_lr}")
+    _need(t.gptq_reserve_seconds >= 0, f"train.gptq_reserve_seconds must be >= 0, got {t.gptq_reserve_seconds}")
+    _need(
+        t.max_wallclock_seconds <= 0 or t.gptq_reserve_seconds < t.max_wallclock_seconds,
+        f"train.gptq_reserve_seconds={t.gptq_reserve_seconds} leaves no training time "
+        f"(train.max_wallclock_seconds={t.max_wallclock_seconds})",
+    )
+    _need(
+        o.muon_ns_coeffs in NS_TUPLES,
+        f"optim.muon_ns_coeffs must be one of {', '.join(NS_TUPLES)}, got {o.muon_ns_coeffs!r}",
+    )
+    n = NS_TUPLES[o.muon_ns_coeffs]
+    _need(
+        n == 1 or o.muon_backend_steps <= n,
+        f"optim.muon_backend_steps={o.muon_backend_steps}: {o.muon_ns_coeffs} has {n} tuples "
+        f"(the record silently runs {n} when asked for more)",
+    )
+    _need(
+        o.muon_momentum_dtype in ("float32", "bfloat16"),
+        f"optim.muon_momentum_dtype must be float32 or bfloat16, got {o.muon_momentum_dtype!r}",
+    )
+    _need(
+        o.grad_clip_scope in ("global", "rank"),
+        f"optim.grad_clip_scope must be global or rank, got {o.grad_clip_scope!r}",
+    )
 
 
 def grad_accum_for(cfg: Config, world_size: int) -> int:

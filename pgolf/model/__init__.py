@@ -1,4 +1,4 @@
-"""The model: the seed's GPT and its components (one module each)."""
+"""The model: the seed's GPT, the frontier record's options, and their components (one module each)."""
 
 from pgolf.model.gpt import GPT, build_model, count_params
 

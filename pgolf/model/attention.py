@@ -1,5 +1,6 @@
 """Grouped-query causal attention with q/k RMS norm, partial RoPE, per-head q gain,
-value-residual learning (VRL) and XSA (self-value exclusion)."""
+value-residual learning (VRL) and XSA (self-value exclusion); optionally bounded by documents
+(`pgolf.model.doc_attention`) and with a per-head output gate (`pgolf.model.gates`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pgolf.model.doc_attention import Segments, document_attention
+from pgolf.model.gates import head_gate
 from pgolf.model.layers import CastedLinear, Rotary, apply_partial_rope, rms_norm
 
 
@@ -75,25 +78,46 @@ class CausalSelfAttention(nn.Module):
         use_xsa: bool,
         vrl_gate: bool,
         rope_table: str = "seed",
+        gate: str = "",
+        gate_window: int = 12,
+        gate_scale: float = 1.0,
+        gate_init_std: float = 0.0,
+        gate_src: str = "proj",
+        draw_init: bool = True,
     ):
         super().__init__()
         self.num_heads, self.num_kv_heads = num_heads, num_kv_heads
         self.head_dim = dim // num_heads
         kv_dim = num_kv_heads * self.head_dim
-        self.c_q = CastedLinear(dim, dim)
-        self.c_k = CastedLinear(dim, kv_dim)
-        self.c_v = CastedLinear(dim, kv_dim)
-        self.proj = CastedLinear(dim, dim, zero_init=True)
+        # draw_init=False: the record's banks are torch.empty, so building them draws no random numbers.
+        self.c_q = CastedLinear(dim, dim, draw_init=draw_init)
+        self.c_k = CastedLinear(dim, kv_dim, draw_init=draw_init)
+        self.c_v = CastedLinear(dim, kv_dim, draw_init=draw_init)
+        self.proj = CastedLinear(dim, dim, zero_init=True, draw_init=draw_init)
         self.q_gain = nn.Parameter(torch.full((num_heads,), qk_gain_init, dtype=torch.float32))
         self.rotary = Rotary(rope_dims or self.head_dim, rope_base, rope_ref_len, rope_table)
         self.use_xsa = use_xsa
         # Layer 0 produces v_first and has no gate; the gate is a 0-d parameter (sigmoid(-1.5) ~ 0.18).
         self.vrl_gate = nn.Parameter(torch.tensor(-1.5, dtype=torch.float32)) if vrl_gate else None
+        # Output gate, one of: sparse (#1787), dense (GATED_ATTN), out (#1667, a zero-init linear).
+        self.gate, self.gate_window, self.gate_scale, self.gate_src = gate, gate_window, gate_scale, gate_src
+        if gate == "sparse":  # the record draws only for a non-zero std
+            w = torch.zeros(num_heads, gate_window, dtype=torch.float32)
+            if gate_init_std > 0:
+                nn.init.normal_(w, mean=0.0, std=gate_init_std)
+            self.attn_gate_w = nn.Parameter(w)
+        elif gate == "dense":
+            self.attn_gate_w = nn.Parameter(nn.init.normal_(torch.empty(num_heads, dim), mean=0.0, std=gate_init_std))
+        elif gate == "out":
+            self.attn_gate_proj = CastedLinear(gate_window, num_heads, zero_init=True)
         self.backend = "sdpa"
 
-    def forward(self, x: Tensor, ve: Tensor | None, v_first: Tensor | None) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, x: Tensor, ve: Tensor | None, v_first: Tensor | None, doc: Segments | None = None
+    ) -> tuple[Tensor, Tensor]:
         B, T, _ = x.shape
-        q = self.c_q(x).view(B, T, self.num_heads, self.head_dim)
+        q_raw = self.c_q(x)
+        q = q_raw.view(B, T, self.num_heads, self.head_dim)
         k = self.c_k(x).view(B, T, self.num_kv_heads, self.head_dim)
         v_raw = self.c_v(x)
         v = v_raw if ve is None else v_raw + ve
@@ -103,10 +127,16 @@ class CausalSelfAttention(nn.Module):
         v = v.view(B, T, self.num_kv_heads, self.head_dim)
         q, k = rms_norm(q), rms_norm(k)
         cos, sin = self.rotary(T, x.device)
+        if doc is not None and doc.positions is not None:  # positions restart at every document
+            cos, sin = cos[doc.positions], sin[doc.positions]
         q = apply_partial_rope(q, cos, sin)
         k = apply_partial_rope(k, cos, sin)
         q = q * self.q_gain.to(q.dtype)[None, None, :, None]
-        y = causal_attention(q, k, v, self.backend)
+        y = causal_attention(q, k, v, self.backend) if doc is None else document_attention(q, k, v, doc)
         if self.use_xsa:
             y = xsa(y, v)
+        if self.gate:
+            src = q_raw if self.gate == "out" and self.gate_src == "q" else x
+            w = self.attn_gate_proj.weight if self.gate == "out" else self.attn_gate_w
+            y = y * head_gate(self.gate, src, w, self.gate_scale, self.gate_window)[..., None]
         return self.proj(y.reshape(B, T, -1)), v_raw

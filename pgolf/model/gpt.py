@@ -1,4 +1,6 @@
-"""The seed's GPT: BigramHash + SmearGate input, U-Net of blocks, tied soft-capped head.
+"""The GPT: the seed's (BigramHash + SmearGate input, U-Net of blocks, tied soft-capped head)
+and, by config, the frontier record's options (depth recurrence, gated skips, parallel lanes,
+attention output gates, the input-dependent SmearGate, document-bounded attention).
 
 `forward_hidden(ids)` and `compute_logits(hidden, bias)` are the only forward pass;
 the training loss and every evaluator are built on them.
@@ -13,10 +15,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pgolf.config import ModelConfig
+from pgolf.model import doc_attention
 from pgolf.model.attention import flash_attn_3
 from pgolf.model.block import Block
 from pgolf.model.embeddings import BigramHash, SmearGate, ValueEmbedding
+from pgolf.model.gates import input_smear, skip_merge
+from pgolf.model.lanes import PARALLEL_RESID_INIT, merge_lanes, parallel_block
 from pgolf.model.layers import CastedLinear, rms_norm
+from pgolf.model.recurrence import layer_schedule, num_skip_rows, skip_sources
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -37,11 +43,24 @@ class GPT(nn.Module):
         # Modules are created in the seed's order so the CPU RNG is consumed identically.
         self.tok_emb = nn.Embedding(cfg.vocab_size, d)
         self.bigram = BigramHash(cfg.bigram_vocab_size, cfg.bigram_dim, d) if cfg.bigram_vocab_size > 0 else None
-        self.smear = SmearGate(d)
+        self.smear = SmearGate(d) if cfg.seed_smear else None
         self.num_encoder = cfg.num_layers // 2
         self.num_decoder = cfg.num_layers - self.num_encoder
-        self.skip_weights = nn.Parameter(torch.ones(min(self.num_encoder, self.num_decoder), d, dtype=torch.float32))
+        # Layer order with the loops off and on (pgolf.model.recurrence); skip rows cover the longer one.
+        loops = (cfg.num_layers, cfg.num_loops, cfg.loop_start, cfg.loop_end)
+        self.schedules = {on: layer_schedule(*loops, looping=on) for on in (False, True)}
+        rows = num_skip_rows(*loops)
+        self.skip_weights = nn.Parameter(torch.ones(rows, d, dtype=torch.float32))
+        self.skip_gates = nn.Parameter(torch.zeros(rows, d, dtype=torch.float32)) if cfg.skip_gates_enabled else None
+        # Built with the loops on: that is how the model is evaluated (the trainer switches them off first).
+        self.looping = cfg.num_loops > 0
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.num_layers))
+        if cfg.parallel_start_layer > 0:  # one row per layer, as the record (only the lane layers' are used)
+            n = cfg.num_layers
+            self.parallel_post_lambdas = nn.Parameter(torch.ones(n, 2, 2, dtype=torch.float32))
+            self.parallel_resid_lambdas = nn.Parameter(torch.full((n, 2), PARALLEL_RESID_INIT, dtype=torch.float32))
+        else:
+            self.parallel_post_lambdas = self.parallel_resid_lambdas = None
         self.ve_layers = list(cfg.ve_layers) if cfg.ve_enabled else []
         self.ve_shared = (
             ValueEmbedding(cfg.vocab_size, cfg.ve_dim, cfg.num_kv_heads * cfg.head_dim) if self.ve_layers else None
@@ -53,6 +72,12 @@ class GPT(nn.Module):
         self.mtp_heads = nn.ModuleList(
             CastedLinear(d, cfg.vocab_size, zero_init=True) for _ in range(cfg.mtp_num_heads)
         )
+        if cfg.smear_gate_enabled:  # created last, as the record does (its construction draws 12 numbers)
+            self.smear_gate = CastedLinear(cfg.gate_window, 1, zero_init=True)
+            self.smear_lambda = nn.Parameter(torch.zeros(1, dtype=torch.float32))
+        else:
+            self.smear_gate, self.smear_lambda = None, None
+        self.doc_kernel = "sdpa"
         self._init_weights()
         self._apply_dtype_rules()
 
@@ -62,8 +87,11 @@ class GPT(nn.Module):
         if cfg.tie_embeddings:
             nn.init.normal_(self.tok_emb.weight, mean=0.0, std=cfg.tied_embed_init_std)
         proj_factor = 1.0 / math.sqrt(2 * cfg.num_layers)
+        done: set[int] = set()
+        if cfg.init_order == "frontier":
+            done = self._init_like_banks()
         for name, m in self.named_modules():
-            if not isinstance(m, nn.Linear):
+            if not isinstance(m, nn.Linear) or id(m) in done:
                 continue
             if getattr(m, "zero_init", False):
                 nn.init.zeros_(m.weight)
@@ -72,6 +100,23 @@ class GPT(nn.Module):
                 if ".proj." in name or name.endswith(".proj"):
                     with torch.no_grad():
                         m.weight.mul_(proj_factor)
+
+    def _init_like_banks(self) -> set[int]:
+        """The block matrices in the record's draw order (FRONTIER F2.3): for every layer
+        orthogonal q, (zero) out, orthogonal k and v; then for every layer orthogonal up, (zero) down."""
+        done = set()
+        for b in self.blocks:
+            a = b.attn
+            nn.init.orthogonal_(a.c_q.weight, gain=1.0)
+            nn.init.zeros_(a.proj.weight)
+            nn.init.orthogonal_(a.c_k.weight, gain=1.0)
+            nn.init.orthogonal_(a.c_v.weight, gain=1.0)
+            done |= {id(a.c_q), id(a.proj), id(a.c_k), id(a.c_v)}
+        for b in self.blocks:
+            nn.init.orthogonal_(b.mlp.fc.weight, gain=1.0)
+            nn.init.zeros_(b.mlp.proj.weight)
+            done |= {id(b.mlp.fc), id(b.mlp.proj)}
+        return done
 
     @torch.no_grad()
     def _apply_dtype_rules(self) -> None:
@@ -93,12 +138,36 @@ class GPT(nn.Module):
 
     # ------------------------------------------------------------------ runtime switches
     def set_attention_backend(self, backend: str) -> str:
-        """'sdpa' (the seed's call), 'sdpa-gqa', 'fa3' or 'auto' (FlashAttention-3 when installed and on CUDA)."""
-        if backend == "auto":
+        """'sdpa' (the seed's call), 'sdpa-gqa', 'fa3', 'flex' or 'auto' (FlashAttention-3 when installed and on CUDA).
+
+        With document attention the kernel is FA3's varlen one, flex attention or SDPA with a
+        mask (`pgolf.model.doc_attention.resolve_kernel`); the name returned says which.
+        """
+        requested = backend
+        if backend in ("auto", "flex"):
             backend = "fa3" if flash_attn_3() is not None and self.tok_emb.weight.is_cuda else "sdpa"
         for b in self.blocks:
             b.attn.backend = backend
+        if self.config.doc_attention:
+            self.doc_kernel = doc_attention.resolve_kernel(requested, self.tok_emb.weight.device)
+            return f"doc-{self.doc_kernel}"
         return backend
+
+    def set_looping(self, on: bool) -> None:
+        """Depth recurrence on or off (a no-op without loops). The trainer switches it on at
+        `model.enable_looping_at`; a freshly built model has it on, as it is evaluated."""
+        self.looping = bool(on) and self.config.num_loops > 0
+
+    @property
+    def wants_cu_seqlens(self) -> bool:
+        """True when document attention runs FA3's varlen kernel, whose cu_seqlens a compiled caller passes."""
+        return self.config.doc_attention and self.doc_kernel == "fa3"
+
+    def document_segments(self, ids: Tensor, cu_seqlens=None) -> doc_attention.Segments | None:
+        cfg = self.config
+        if not cfg.doc_attention:
+            return None
+        return doc_attention.segments_for(ids, self.doc_kernel, cfg.doc_max_len, cfg.document_positions, cu_seqlens)
 
     def set_qat(self, enabled: bool) -> None:
         for m in self.modules():
@@ -106,46 +175,85 @@ class GPT(nn.Module):
                 m.qat = enabled
 
     # ------------------------------------------------------------------ forward
-    def forward_hidden(self, ids: Tensor) -> Tensor:
-        """Final-normed hidden states [B, T, d] for token ids [B, T]."""
+    def embed(self, ids: Tensor) -> Tensor:
+        """The block stack's input: token (+ bigram) embedding, input smear, RMS norm, seed smear."""
         x = _lookup(self.tok_emb, ids)
         if self.bigram is not None:
             x = x + self.bigram(ids, _lookup)
-        x = self.smear(rms_norm(x))
+        if self.smear_gate is not None:
+            x = input_smear(x, ids, self.smear_gate.weight, self.smear_lambda, self.config.smear_gate_bos_fix)
+        x = rms_norm(x)
+        return self.smear(x) if self.smear is not None else x
+
+    def forward_hidden(self, ids: Tensor, cu_seqlens=None) -> Tensor:
+        """Final-normed hidden states [B, T, d] for token ids [B, T].
+
+        `cu_seqlens` ((cu int32, max_seqlen), optional) only serves FA3's varlen kernel under
+        document attention; every other path derives the documents from the BOS in `ids`.
+        """
+        cfg = self.config
+        x = self.embed(ids)
         x0 = x
+        doc = self.document_segments(ids, cu_seqlens)
         ve_base = self.ve_shared(ids, _lookup) if self.ve_shared is not None else None
         v_first: Tensor | None = None
-        skips: list[Tensor] = []
-        for i, block in enumerate(self.blocks):
-            if i >= self.num_encoder:
-                j = i - self.num_encoder
-                if skips:
-                    x = x + self.skip_weights[j].to(x.dtype)[None, None, :] * skips.pop()
+        encoder, decoder = self.schedules[self.looping]
+        sources = skip_sources(len(encoder), len(decoder), self.skip_weights.size(0))
+        psl = cfg.parallel_start_layer
+        outs: list[Tensor] = []
+        lanes: tuple[Tensor, Tensor] | None = None
+        for k, i in enumerate([*encoder, *decoder]):
+            block = self.blocks[i]
             ve = None
             if ve_base is not None and i in self.ve_layers:
                 ve = ve_base * self.ve_layer_scales[self.ve_layers.index(i)].to(ve_base.dtype)
-            x, v_raw = block(x, x0, ve, v_first)
-            if i == 0 and self.config.vrl_enabled and self.num_encoder > 0:
+            dec = k - len(encoder)  # decoder pass number (< 0 in the encoder)
+            if dec >= 0 and psl > 0 and i >= psl and lanes is None:
+                lanes = (x, x)
+            if dec >= 0 and sources[dec] is not None:  # the skip goes to lane 0 when the lanes run
+                gate = self.skip_gates[dec] if self.skip_gates is not None else None
+                if lanes is None:
+                    x = skip_merge(x, outs[sources[dec]], self.skip_weights[dec], gate)
+                else:
+                    lanes = (skip_merge(lanes[0], outs[sources[dec]], self.skip_weights[dec], gate), lanes[1])
+            if lanes is None:
+                x, v_raw = block(x, x0, ve, v_first, doc)
+            else:
+                resid, post = self.parallel_resid_lambdas[i], self.parallel_post_lambdas[i]
+                *lanes, v_raw = parallel_block(block, *lanes, x0, resid, post, ve, v_first, doc)
+            if k == 0 and i == 0 and cfg.vrl_enabled and self.num_encoder > 0:
                 v_first = v_raw
-            if i < self.num_encoder:
-                skips.append(x)
+            if dec < 0:
+                outs.append(x)
+        if lanes is not None:
+            x = merge_lanes(*lanes, cfg.parallel_final_lane)
         return rms_norm(x)
 
-    def compute_logits(self, hidden: Tensor, bias: Tensor | None = None) -> Tensor:
-        """Soft-capped logits; `bias` (broadcast over positions) is added before the cap, as SLOT needs."""
+    def raw_logits(self, hidden: Tensor, bias: Tensor | None = None) -> Tensor:
+        """The head's logits before the soft-cap (`bias` added)."""
         if self.lm_head is None:
             logits = F.linear(hidden, self.tok_emb.weight.to(hidden.dtype))
         else:
             logits = self.lm_head(hidden)
-        if bias is not None:
-            logits = logits + bias
-        c = self.config.logit_softcap
-        return c * torch.tanh(logits / c)
+        return logits if bias is None else logits + bias
 
-    def forward(self, ids: Tensor, targets: Tensor) -> Tensor:
-        """Training loss: mean cross-entropy (fp32 logits), plus the MTP heads' loss when enabled."""
-        h = self.forward_hidden(ids)
-        logits = self.compute_logits(h)
+    def compute_logits(self, hidden: Tensor, bias: Tensor | None = None) -> Tensor:
+        """Soft-capped logits; `bias` (broadcast over positions) is added before the cap, as SLOT needs."""
+        c = self.config.logit_softcap
+        return c * torch.tanh(self.raw_logits(hidden, bias) / c)
+
+    def forward(self, ids: Tensor, targets: Tensor, cu_seqlens=None) -> Tensor:
+        """Training loss: mean cross-entropy (fp32 logits), plus the MTP heads' loss when enabled.
+
+        With `fused_ce` the soft-cap itself is taken in fp32 on the raw logits, which is what the
+        record's fused kernel computes (F2.9); otherwise in the activation dtype, as the seed does.
+        """
+        h = self.forward_hidden(ids, cu_seqlens)
+        if self.config.fused_ce:
+            c = self.config.logit_softcap
+            logits = c * torch.tanh(self.raw_logits(h).float() / c)
+        else:
+            logits = self.compute_logits(h)
         loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1))
         cfg = self.config
         if self.training and self.mtp_heads and cfg.mtp_loss_weight > 0:

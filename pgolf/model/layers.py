@@ -31,13 +31,19 @@ class CastedLinear(nn.Linear):
     """A linear layer whose fp32 master weight is cast to the activation dtype at call time.
 
     `qat` switches on straight-through int6 fake quantisation (training mode only).
-    `zero_init` marks layers the global initialiser zero-fills.
+    `zero_init` marks layers the global initialiser zero-fills. `draw_init=False` leaves the
+    weight uninitialised (no random numbers drawn): the model's initialiser fills it.
     """
 
-    def __init__(self, in_features: int, out_features: int, zero_init: bool = False):
+    def __init__(self, in_features: int, out_features: int, zero_init: bool = False, draw_init: bool = True):
+        self.draw_init = draw_init  # read by reset_parameters, which nn.Linear.__init__ calls
         super().__init__(in_features, out_features, bias=False)
         self.zero_init = zero_init
         self.qat = False
+
+    def reset_parameters(self) -> None:
+        if self.draw_init:
+            super().reset_parameters()
 
     def forward(self, x: Tensor) -> Tensor:
         w = self.weight.to(x.dtype)
@@ -54,7 +60,7 @@ def ntk_rope_base(base: float, seq_len: int, rotated: int, ref_len: int) -> floa
     return base * (seq_len / ref_len) ** (rotated / (rotated - 2))
 
 
-ROPE_TABLES = ("seed", "fp32")
+ROPE_TABLES = ("seed", "fp32", "frontier")
 
 
 def rope_tables(
@@ -68,6 +74,8 @@ def rope_tables(
     bf16 -- up to 0.24 away from an fp32 table at T = 256. Above ref_len its NTK branch
     recomputes the frequencies in fp32. `table="fp32"` is fp32 at every length. The bf16
     values are returned widened to fp32 (exact), so callers cast them as the seed does.
+    `table="frontier"` is PR #1855's: the same bf16-cast buffer, but read back as fp32 and
+    multiplied by fp32 positions, at every length it does not rescale.
     """
     if table not in ROPE_TABLES:
         raise ValueError(f"rope table must be one of {ROPE_TABLES}, got {table!r}")
@@ -75,6 +83,9 @@ def rope_tables(
         # The seed's buffer: made in fp32 on the CPU at construction, then cast to bf16 with the model.
         inv_freq = (1.0 / (base ** (torch.arange(0, rotated, 2, dtype=torch.float32) / rotated))).to(device)
         inv_freq = inv_freq.to(torch.bfloat16)
+    elif table == "frontier" and ntk_rope_base(base, seq_len, rotated, ref_len) == base:
+        inv_freq = 1.0 / (base ** (torch.arange(0, rotated, 2, dtype=torch.float32) / rotated))
+        inv_freq = inv_freq.to(torch.bfloat16).float().to(device)
     else:
         b = ntk_rope_base(base, seq_len, rotated, ref_len)
         inv_freq = 1.0 / (b ** (torch.arange(0, rotated, 2, dtype=torch.float32, device=device) / rotated))
@@ -86,13 +97,14 @@ def rope_tables(
 def apply_partial_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotate the first 2*cos.size(-1) channels of each head (halves, not interleaved).
 
-    x: [B, T, H, D]. With x1, x2 the two halves: x1' = x1 cos + x2 sin, x2' = -x1 sin + x2 cos
+    x: [B, T, H, D]; cos/sin [T, r/2] (row positions) or [B, T, r/2] (per-row positions).
+    With x1, x2 the two halves: x1' = x1 cos + x2 sin, x2' = -x1 sin + x2 cos
     (a rotation by -theta, exactly as the seed writes it).
     """
     half = cos.size(-1)
     r = 2 * half
-    c = cos[None, :, None, :].to(x.dtype)
-    s = sin[None, :, None, :].to(x.dtype)
+    c = cos.unsqueeze(-2).to(x.dtype)
+    s = sin.unsqueeze(-2).to(x.dtype)
     x1, x2 = x[..., :half], x[..., half:r]
     rotated = torch.cat((x1 * c + x2 * s, x2 * c - x1 * s), dim=-1)
     if r == x.size(-1):

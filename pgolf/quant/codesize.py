@@ -35,7 +35,7 @@ CORE = (
     "__init__.py", "config.py", "errors.py", "dist.py", "presets/record.toml",
     "quant/__init__.py", "quant/rtn.py", "quant/container.py", "quant/seedfmt.py", "quant/artifact.py",
     "quant/codesize.py",
-    "data/__init__.py", "data/bpb.py", "data/shards.py", "data/loader.py", "data/tokenizer.py",
+    "data/__init__.py", "data/bpb.py", "data/shards.py", "data/loader.py", "data/tokenizer.py", "data/documents.py",
 )  # fmt: skip
 GLOBS = ("model/*.py", "eval/*.py")
 NOT_COUNTED = ("commands.py",)

@@ -83,11 +83,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _dry_run(cfg: Config, as_json: bool) -> int:
-    from pgolf.model import build_model, count_params
+    import torch
+
+    from pgolf.model import count_params
+    from pgolf.model.gpt import GPT
+    from pgolf.model.record_names import record_table, tensor_table
     from pgolf.train.optim import group_sizes
 
-    model = build_model(cfg.model, seed=cfg.train.seed)
+    with torch.device("meta"):  # shapes and groups without spending time on the initialisation
+        model = GPT(cfg.model)
     params = count_params(model)
+    tensors = tensor_table(model)
     result = {
         "preset": cfg.preset,
         "params": params,
@@ -98,11 +104,16 @@ def _dry_run(cfg: Config, as_json: bool) -> int:
         "train_batch_tokens": cfg.train.train_batch_tokens,
         "train_seq_len": cfg.train.train_seq_len,
         "overrides": cfg.overrides,
+        "tensors": tensors,  # pgolf's per-layer tensors, each with its optimiser group and #1855 bank slot
+        "banked": record_table(tensors),  # the same tensors as PR #1855 holds them (FRONTIER F2.11)
     }
     if as_json:
         print_json(result)
     else:
-        print(f"config ok ({cfg.preset}): {params:,} parameters")
+        print(f"config ok ({cfg.preset}): {params:,} parameters in {len(tensors)} tensors")
         for k, v in result["params_by_group"].items():
             print(f"  {k:7s} {v:,}")
+        print("as #1855 holds them (banks):")
+        for r in result["banked"]:
+            print(f"  {r['name']:32s} {'x'.join(map(str, r['shape'])):>14s} {r['params']:>12,}  {r['group']}")
     return 0

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from pgolf.config import OptimConfig
-from pgolf.train.muon import Muon
+from pgolf.train.muon import Muon, orthogonalizer
 
 
 def is_control(name: str, patterns: tuple[str, ...]) -> bool:
@@ -25,16 +25,28 @@ class ParamGroups:
     scalar: list[nn.Parameter]
 
 
+def is_block_scalar(name: str, p: nn.Parameter, patterns: tuple[str, ...]) -> bool:
+    """Vectors, control tensors, and the attention output gates (2-D, but never matrices for Muon:
+    the record names them to match its control patterns; pgolf routes them so whatever the patterns)."""
+    return p.ndim < 2 or is_control(name, patterns) or "attn_gate" in name
+
+
 def route_parameters(model) -> ParamGroups:
-    """Assign every parameter to exactly one group, in the seed's order (SPEC §5.1)."""
+    """Assign every parameter to exactly one group, in the seed's order (SPEC §5.1), then the
+    frontier's model-level tensors in the record's order (FRONTIER F3.1)."""
     patterns = model.config.control_patterns
     block_params = list(model.blocks.named_parameters())
-    matrix = [p for n, p in block_params if p.ndim == 2 and not is_control(n, patterns)]
+    matrix = [p for n, p in block_params if p.ndim == 2 and not is_block_scalar(n, p, patterns)]
     matrix += [p for p in model.mtp_heads.parameters() if p.ndim == 2]
-    scalar = [p for n, p in block_params if p.ndim < 2 or is_control(n, patterns)]
+    scalar = [p for n, p in block_params if is_block_scalar(n, p, patterns)]
     if model.skip_weights.numel() > 0:
         scalar.append(model.skip_weights)
-    scalar.append(model.smear.gate)
+    extra = (model.skip_gates, model.parallel_post_lambdas, model.parallel_resid_lambdas, model.smear_lambda)
+    if model.smear_gate is not None:
+        extra = (*extra[:3], model.smear_gate.weight, *extra[3:])
+    scalar.extend(p for p in extra if p is not None)
+    if model.smear is not None:
+        scalar.append(model.smear.gate)
     embed = [model.tok_emb.weight]
     if model.bigram is not None:
         scalar.append(model.bigram.scale)
@@ -86,7 +98,7 @@ def build_optimizers(model, cfg: OptimConfig, device: torch.device, orthogonaliz
             [{"params": [p], "lr": emb_lr, "base_lr": emb_lr} for p in g.embed],
             betas=(cfg.beta1, cfg.beta2),
             eps=cfg.adam_eps,
-            weight_decay=cfg.adam_wd,
+            weight_decay=cfg.embed_wd if cfg.embed_wd >= 0 else cfg.adam_wd,
             fused=fused,
         )
     ]
@@ -106,8 +118,10 @@ def build_optimizers(model, cfg: OptimConfig, device: torch.device, orthogonaliz
         momentum=cfg.muon_momentum,
         backend_steps=cfg.muon_backend_steps,
         weight_decay=cfg.muon_wd,
-        orthogonalize=orthogonalize,
+        orthogonalize=orthogonalize or orthogonalizer(cfg),
         dtype=getattr(torch, ns_dtype),
+        row_normalize=cfg.muon_row_normalize,
+        momentum_dtype=getattr(torch, cfg.muon_momentum_dtype),
     )
     for group in muon.param_groups:
         group["base_lr"] = cfg.matrix_lr

@@ -32,11 +32,12 @@ from pgolf.errors import ConfigError, NonFiniteLossError
 from pgolf.eval.common import prepare_stream
 from pgolf.eval.plain import evaluate_plain
 from pgolf.model import build_model, count_params
+from pgolf.model.doc_attention import batch_cu_seqlens
 from pgolf.sysinfo import system_info
 from pgolf.train import checkpoint
-from pgolf.train.muon import newton_schulz5
+from pgolf.train.muon import orthogonalizer
 from pgolf.train.optim import build_optimizers
-from pgolf.train.schedule import ema_update, lr_multiplier, muon_momentum
+from pgolf.train.schedule import Schedule, ema_update
 
 
 @dataclass
@@ -50,6 +51,7 @@ class LoopState:
     swa_count: int = 0
     swa_sum: dict[str, torch.Tensor] | None = None
     ema: dict[str, torch.Tensor] = field(default_factory=dict)
+    looping: bool = False  # depth recurrence switched on (model.enable_looping_at reached)
 
 
 class RunFiles:
@@ -157,6 +159,7 @@ class Trainer:
         )
 
         self.model = build_model(cfg.model, seed=None, device=self.device)
+        self.model.set_looping(False)  # training starts without the loops (FRONTIER F2.6)
         self.attention = self.model.set_attention_backend(cfg.runtime.attention)
         self.compiled = cfg.runtime.compile == "on" or (cfg.runtime.compile == "auto" and self.device.type == "cuda")
         self.autocast = self.device.type == "cuda" and cfg.runtime.autocast in ("auto", "bf16")
@@ -166,10 +169,13 @@ class Trainer:
             if dist.active()
             else fwd
         )
-        ns = torch.compile(newton_schulz5) if self.compiled else newton_schulz5
+        ns_fn = orthogonalizer(cfg.optim)
+        ns = torch.compile(ns_fn) if self.compiled else ns_fn
         self.optimizers = build_optimizers(self.model, cfg.optim, self.device, orthogonalize=ns)
         self.muon = self.optimizers[-2]
+        self.cu_seqlens = self.model.wants_cu_seqlens
         self.state = LoopState()
+        self.schedule = Schedule(cfg)
         self.params = count_params(self.model)
 
     # ------------------------------------------------------------------ helpers
@@ -186,18 +192,22 @@ class Trainer:
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
 
-    def _micro_steps(self) -> torch.Tensor:
-        """Forward/backward over the accumulation steps; returns the mean loss (rank-local)."""
+    def _micro_steps(self, reduce: bool = True) -> torch.Tensor:
+        """Forward/backward over the accumulation steps; returns the mean loss (rank-local).
+
+        `reduce=False` keeps every rank's gradient local (DDP never syncs): per-rank clipping."""
         total = torch.zeros((), device=self.device)
         t = self.cfg.train
         for i in range(self.accum):
             x, y = self.batcher.next_batch(t.train_batch_tokens, t.train_seq_len, self.accum)
+            # FA3's varlen kernel takes the documents as cu_seqlens, built from the batch outside the graph.
+            kw = {"cu_seqlens": batch_cu_seqlens(x, self.cfg.model.doc_max_len, self.device)} if self.cu_seqlens else {}
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            sync = i == self.accum - 1 or not isinstance(self.fwd, DDP)
+            sync = (reduce and i == self.accum - 1) or not isinstance(self.fwd, DDP)
             ctx = contextlib.nullcontext() if sync else self.fwd.no_sync()
             with ctx:
                 with self._autocast():
-                    loss = self.fwd(x, y)
+                    loss = self.fwd(x, y, **kw)
                 total += loss.detach()
                 (loss / self.accum).backward()
         return total / self.accum
@@ -233,6 +243,7 @@ class Trainer:
                 "stop_after": s.stop_after,
                 "qat_on": s.qat_on,
                 "swa_count": s.swa_count,
+                "looping": s.looping,
             },
             "ema": s.ema,
             "swa_sum": s.swa_sum or {},
@@ -253,6 +264,8 @@ class Trainer:
         s = self.state
         s.step, s.train_ms, s.stop_after = int(loop["step"]), float(loop["train_ms"]), loop["stop_after"]
         s.qat_on, s.swa_count = bool(loop["qat_on"]), int(loop["swa_count"])
+        s.looping = bool(loop.get("looping", False))
+        self.model.set_looping(s.looping)
         s.ema = {k: v.float() for k, v in st["ema"].items()}
         s.swa_sum = st["swa_sum"] or None
         self.model.set_qat(s.qat_on)
@@ -308,10 +321,20 @@ class Trainer:
 
     def train_step(self, mult: float) -> torch.Tensor:
         """One optimiser step at LR multiplier `mult` (SPEC §6.3 items 6-10); returns the rank-local loss."""
-        t, o, s = self.cfg.train, self.cfg.optim, self.state
+        t, s = self.cfg.train, self.state
+        train_loss = self._optimizer_step(mult, s.step)
+        if t.ema_enabled:
+            ema_update(s.ema, self.model.state_dict(), t.ema_decay)
+        return train_loss
+
+    def _optimizer_step(self, mult: float, step: int) -> torch.Tensor:
+        """Gradients, momentum for `step`, LRs at `mult`, clipping, optimiser steps."""
+        o = self.cfg.optim
         self._zero_grad()
-        train_loss = self._micro_steps()
-        mu = muon_momentum(s.step, o.muon_momentum_warmup_start, o.muon_momentum, o.muon_momentum_warmup_steps)
+        # The record clips each rank's own gradient and averages afterwards (F4.2); pgolf clips the average.
+        per_rank = o.grad_clip_scope == "rank" and dist.active()
+        train_loss = self._micro_steps(reduce=not per_rank)
+        mu = self.schedule.momentum(step)
         for g in self.muon.param_groups:
             g["momentum"] = mu
         for opt in self.optimizers:
@@ -319,11 +342,14 @@ class Trainer:
                 g["lr"] = g["base_lr"] * mult
         if o.grad_clip_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), o.grad_clip_norm)
+        if per_rank:
+            world = torch.distributed.get_world_size()
+            for p in self.model.parameters():
+                if p.grad is not None:
+                    dist.all_reduce_sum(p.grad).div_(world)
         for opt in self.optimizers:
             opt.step()
         self._zero_grad()
-        if t.ema_enabled:
-            ema_update(s.ema, self.model.state_dict(), t.ema_decay)
         return train_loss
 
     def _warmup(self) -> None:
@@ -335,16 +361,33 @@ class Trainer:
         opt_states = [_clone_state(o.state_dict()) for o in self.optimizers]
         batcher_state = self.batcher.state_dict()
         self.fwd.train()
-        for i in range(n):
-            self._zero_grad()
-            self._micro_steps()
-            for opt in self.optimizers:
-                opt.step()
-            if n <= 20 or (i + 1) % 10 == 0 or i + 1 == n:
-                self.files.log(f"warmup_step:{i + 1}/{n}")
+        # With depth recurrence the warm-up runs again with the loops on, so a compiled run has both
+        # graphs before training starts and the switch never stalls it (FRONTIER F3.6).
+        phases = [(False, "warmup_step")] + ([(True, "loop_warmup_step")] if self.cfg.model.num_loops > 0 else [])
+        for looping, label in phases:
+            self.model.set_looping(looping)
+            for i in range(n):
+                if self.cfg.train.warmup_full_steps:  # the record's step: momentum ramp and clipping at LR x1
+                    self._optimizer_step(1.0, i)
+                else:
+                    self._zero_grad()
+                    self._micro_steps()
+                    for opt in self.optimizers:
+                        opt.step()
+                if n <= 20 or (i + 1) % 10 == 0 or i + 1 == n:
+                    self.files.log(f"{label}:{i + 1}/{n}")
+        self.model.set_looping(False)
+        # F4.4: the record's distributed Muon keeps its momentum outside the state it restores.
+        leak = {id(p): st["momentum_buffer"] for p, st in self.muon.state.items() if "momentum_buffer" in st}
         self.model.load_state_dict(model_state)
         for opt, sd in zip(self.optimizers, opt_states, strict=True):
             opt.load_state_dict(sd)
+        if self.cfg.optim.muon_momentum_leak:
+            for group in self.muon.param_groups:
+                for p in group["params"]:
+                    if id(p) in leak:
+                        self.muon.state[p]["momentum_buffer"] = leak[id(p)]
+            self.files.log(f"warmup:muon momentum kept for {len(leak)} matrices (optim.muon_momentum_leak)")
         self._zero_grad()
         self.batcher.load_state_dict(batcher_state)
 
@@ -359,7 +402,9 @@ class Trainer:
             self._log_header()
             self._warmup()
             s.ema = {k: v.detach().float().clone() for k, v in self.model.state_dict().items()}
-        cap_ms = 1000.0 * t.max_wallclock_seconds if t.max_wallclock_seconds > 0 else None
+        cap_ms = self.schedule.cap_ms  # GPTQ_RESERVE_SECONDS is held back from the budget (FRONTIER F3.5)
+        if t.gptq_reserve_seconds > 0 and cap_ms is not None:
+            f.log(f"gptq:reserving {t.gptq_reserve_seconds:g}s, effective={cap_ms:.0f}ms")
         self.fwd.train()
         self._sync()
         t0 = time.perf_counter()
@@ -384,7 +429,14 @@ class Trainer:
                     f.metric(kind="event", step=s.step, event="stop_wallclock", train_ms=s.train_ms)
                 break
             elapsed = s.train_ms + 1000.0 * (time.perf_counter() - t0)
-            mult = lr_multiplier(s.step, elapsed, t.iterations, t.warmdown_iters, t.max_wallclock_seconds)
+            mult = self.schedule.lr_mult(s.step, elapsed)
+            if not s.looping and self.schedule.looping(s.step, elapsed):
+                s.looping = True
+                self.model.set_looping(True)
+                enc, dec = self.model.schedules[True]
+                frac = self.schedule.fraction(s.step, elapsed)
+                f.log(f"layer_loop:enabled step:{s.step} frac:{frac:.3f} encoder:{enc} decoder:{dec}")
+                f.metric(kind="event", step=s.step, event="layer_loop", frac=frac)
             want_qat = t.qat_enabled or (t.late_qat_threshold > 0 and mult < t.late_qat_threshold)
             if want_qat and not s.qat_on:
                 s.qat_on = True
@@ -470,6 +522,10 @@ class Trainer:
 
     def _finish(self) -> dict:
         s, f, t = self.state, self.files, self.cfg.train
+        if self.cfg.model.num_loops > 0 and not s.looping:
+            # Everything after training uses the loops, as in the record; say so when training never did.
+            f.log("layer_loop:warning training ended before model.enable_looping_at; the loops are on from here")
+            self.model.set_looping(True)
         if self.device.type == "cuda":
             f.log(
                 f"peak memory allocated: {torch.cuda.max_memory_allocated() // 1024 // 1024} MiB "

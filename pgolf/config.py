@@ -9,6 +9,7 @@ the rest of the code receives a `Config` and never looks at the environment.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -40,11 +41,28 @@ ATTN_GATES = ("sparse_attn_gate_enabled", "gated_attn_enabled", "attn_out_gate_e
 NS_TUPLES = {"seed": 1, "polar_express": 5}
 
 
-def _f(default: Any, env: str | None = None, help: str = "") -> Any:
-    """A dataclass field carrying its challenge environment-variable name."""
+def _f(
+    default: Any,
+    env: str | None = None,
+    help: str = "",
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    choices: tuple | None = None,
+    allow_inf: bool = False,
+) -> Any:
+    """A dataclass field carrying its challenge environment-variable name and its valid range.
+
+    `validate_ranges` checks every field against ge/gt/le/lt/choices; floats are also refused
+    when NaN, and when infinite unless allow_inf (an infinite budget means "no cap").
+    """
+    meta = {"env": env, "help": help, "ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices}
+    meta["allow_inf"] = allow_inf
     if isinstance(default, (list, dict, tuple)):
-        return field(default_factory=lambda d=default: d, metadata={"env": env, "help": help})
-    return field(default=default, metadata={"env": env, "help": help})
+        return field(default_factory=lambda d=default: d, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
@@ -470,8 +488,40 @@ def _need(cond: bool, msg: str) -> None:
         raise ConfigError(msg)
 
 
+def _range_problem(value: Any, meta: Mapping[str, Any]) -> str | None:
+    """Why `value` is outside its field's declared range, or None."""
+    vals = value if isinstance(value, tuple) else (value,)
+    for v in vals:
+        if isinstance(v, float) and (math.isnan(v) or (math.isinf(v) and not meta.get("allow_inf"))):
+            return f"must be a finite number, got {v}"
+        if meta.get("choices") is not None and v not in meta["choices"]:
+            return f"must be one of {', '.join(map(str, meta['choices']))}, got {v!r}"
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        for key, ok, word in (
+            ("ge", lambda a, b: a >= b, ">="),
+            ("gt", lambda a, b: a > b, ">"),
+            ("le", lambda a, b: a <= b, "<="),
+            ("lt", lambda a, b: a < b, "<"),
+        ):
+            bound = meta.get(key)
+            if bound is not None and not ok(v, bound):
+                return f"must be {word} {bound}, got {v}"
+    return None
+
+
+def validate_ranges(cfg: Config) -> None:
+    """Every field against the range its `_f` declares (NaN refused everywhere)."""
+    for key, (section, f) in _all_fields().items():
+        value = getattr(getattr(cfg, section), f.name)
+        problem = _range_problem(value, f.metadata)
+        if problem:
+            raise ConfigError(f"{key} {problem}")
+
+
 def validate(cfg: Config) -> None:
     """Refuse impossible configs before anything runs; every message names the field."""
+    validate_ranges(cfg)
     m = cfg.model
     _need(m.num_layers >= 1, f"model.num_layers must be >= 1, got {m.num_layers}")
     _need(m.num_heads >= 1, f"model.num_heads must be >= 1, got {m.num_heads}")

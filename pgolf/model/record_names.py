@@ -47,12 +47,24 @@ def bank_of(name: str, num_layers: int) -> tuple[str, int] | None:
     return None
 
 
-def from_record_state_dict(state: Mapping[str, Tensor], num_layers: int, lanes: bool = True) -> dict[str, Tensor]:
+def has_banks(state: Mapping[str, Tensor]) -> bool:
+    """Whether a state dict holds the record's banks (its training form) rather than per-layer names."""
+    return any(b in state for b in BANKS)
+
+
+def from_record_state_dict(
+    state: Mapping[str, Tensor], num_layers: int | None = None, lanes: bool = True
+) -> dict[str, Tensor]:
     """The record's state dict in pgolf names (banks split into per-layer matrices).
 
-    `lanes=False` drops `parallel_*_lambdas`, which the record creates even with
-    PARALLEL_START_LAYER=0 and pgolf only when the lanes exist.
+    `num_layers` defaults to the depth the MLP bank holds. `lanes=False` drops
+    `parallel_*_lambdas`, which the record creates even with PARALLEL_START_LAYER=0 and
+    pgolf only when the lanes exist.
     """
+    if num_layers is None:
+        if "mlp_up_bank" not in state:
+            return dict(state)
+        num_layers = int(state["mlp_up_bank"].shape[0])
     out: dict[str, Tensor] = {}
     for name, t in state.items():
         if name in BANKS:

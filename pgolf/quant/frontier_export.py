@@ -20,7 +20,8 @@ from torch import Tensor
 
 from pgolf.config import Config, ModelConfig, load_config
 from pgolf.errors import ArtifactError, PgolfError
-from pgolf.quant import banks, calibrate, container, pergroup, recordfmt
+from pgolf.model.record_names import from_record_state_dict
+from pgolf.quant import calibrate, container, pergroup, recordfmt
 from pgolf.quant.frontier import FrontierQuantized, dequantize_frontier, quantize_frontier
 
 DEFAULT_NAMES = {"pergroup": "final_model.frontier.pgrp", "brotli": "final_model.frontier.pgolf"}
@@ -93,7 +94,7 @@ def export_frontier(
     else:
         hessians, act_rms, acct = {}, {}, {"batches": 0, "when": "none: plain SDClip rounding", "within_budget": True}
 
-    flat = banks.unbank(state)
+    flat = from_record_state_dict(state)  # a record's banked state dict, or pgolf's names as they are
     fq = quantize_frontier(flat, hessians, q, act_rms=act_rms, device=device, log=log)
     timing.update(fq.timing)
     header = export_header(cfg, fq)
@@ -205,16 +206,14 @@ def read_frontier(
 def dequantized_state(
     path: Path, packed: Mapping[str, Tensor], meta: Mapping, model_cfg: ModelConfig
 ) -> dict[str, Tensor]:
-    """The model's state dict (banked if the model has banks) from a frontier artifact's entries."""
+    """The model's state dict from a frontier artifact's entries (the record's export names are pgolf's)."""
     from pgolf.quant.artifact import eval_model_config, skeleton
 
     try:
         template = skeleton(eval_model_config(model_cfg)).state_dict()
     except PgolfError as e:
         raise ArtifactError(f"{path}: cannot build its model ({e})") from None
-    flat_template = banks.unbank(template)
-    deq = dequantize_frontier(packed, meta, flat_template, str(path))
-    return banks.rebank(deq, template)
+    return dequantize_frontier(packed, meta, template, str(path))
 
 
 def load_frontier_model(path: Path, packed, meta, model_cfg: ModelConfig, info: dict, device):

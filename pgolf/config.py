@@ -257,7 +257,7 @@ class DataConfig:
     # --- the main job (issue 16): how `pgolf run` builds a missing builtin dataset at data_path
     builtin_caseops: bool = _f(False, None, "build the builtin corpus with CaseOps (SP tokenizer of model.vocab_size)")
     builtin_sidecar: str = _f(
-        "", None, "byte sidecar of a built builtin corpus: '' (none) | raw | normalized", choices=("", "raw", "normalized")
+        "", None, "byte sidecar of a built builtin corpus: '' | raw | normalized", choices=("", "raw", "normalized")
     )
 
 

@@ -91,6 +91,7 @@ def test_written_seed_file_is_the_seeds_layout(exported_tiny, tmp_path):
 def test_cli_export_json_and_export_json_file(exported_tiny, tmp_path):
     run, _cfg, _state = exported_tiny
     out = tmp_path / "cli.pgolf"
+    before = (run / "export.json").read_bytes() if (run / "export.json").is_file() else None
     r = run_cli("export", str(run), "--out", str(out), "--json", "--codec", "xz")
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
@@ -111,7 +112,9 @@ def test_cli_export_json_and_export_json_file(exported_tiny, tmp_path):
     assert report["limit_bytes"] == 16_000_000 and report["fits"] is True and report["quant"] == "rtn"
     assert report["model_bytes"] == out.stat().st_size
     assert report["total_bytes"] == report["model_bytes"] + report["code_bytes"]
-    assert json.loads((run / "export.json").read_text()) == report
+    # an export elsewhere reports beside its artifact and leaves the run's export.json as it was
+    assert json.loads((tmp_path / "cli.pgolf.export.json").read_text()) == report
+    assert ((run / "export.json").read_bytes() if (run / "export.json").is_file() else None) == before
     emb = report["per_tensor"]["tok_emb.weight"]
     assert emb["kind"] == "int8" and emb["rel"] > 0
 
@@ -130,7 +133,7 @@ def test_over_the_limit_is_written_but_exits_1(exported_tiny, tmp_path, monkeypa
     assert (tmp_path / "big.pgolf").is_file()
     last = err.strip().splitlines()[-1]
     assert "over the 1,000-byte limit" in last and last.startswith("pgolf: error: ")
-    assert json.loads((run / "export.json").read_text())["fits"] is False
+    assert json.loads((tmp_path / "big.pgolf.export.json").read_text())["fits"] is False
 
 
 def test_bad_run_directories_are_one_line(exported_tiny, tmp_path):

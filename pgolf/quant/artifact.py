@@ -345,8 +345,25 @@ def export_run(
     }
     acct = codesize.accounting(run_tokenizer(run_dir, cfg, data))  # minified/plain sizes, scope, tokenizer
     report.update({k: v for k, v in acct.items() if k not in report})
-    container.atomic_write(run_dir / EXPORT_JSON, (json.dumps(report, indent=1) + "\n").encode())
+    write_export_report(run_dir, out, report)
     return report
+
+
+def export_report_path(run_dir: Path, out: str | Path) -> Path:
+    """Where an export's JSON report goes: RUN/export.json (what the run's report reads) when the
+    artifact is written into the run directory, else `<artifact>.export.json` beside it, so an
+    export elsewhere (another quantiser, a test) never replaces the run's own record."""
+    out = Path(out)
+    if out.resolve().parent == Path(run_dir).resolve():
+        return Path(run_dir) / EXPORT_JSON
+    return out.with_name(out.name + ".export.json")
+
+
+def write_export_report(run_dir: Path, out: str | Path, report: dict) -> Path:
+    path = export_report_path(run_dir, out)
+    report["report_path"] = str(path)
+    container.atomic_write(path, (json.dumps(report, indent=1) + "\n").encode())
+    return path
 
 
 def run_tokenizer(run_dir: Path, cfg: Config, data: str | Path | None) -> Path | None:

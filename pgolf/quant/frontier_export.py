@@ -65,7 +65,13 @@ def export_frontier(
     log: Callable[[str], None] = lambda _m: None,
 ) -> dict:
     from pgolf.quant import codesize
-    from pgolf.quant.artifact import EXPORT_JSON, LIMIT_BYTES, eval_model_config, model_from_state, run_data_dir
+    from pgolf.quant.artifact import (
+        LIMIT_BYTES,
+        eval_model_config,
+        model_from_state,
+        run_data_dir,
+        write_export_report,
+    )
 
     t0 = time.perf_counter()
     q = cfg.quant
@@ -143,7 +149,7 @@ def export_frontier(
         "per_tensor": fq.report,
         "timing": {k: round(v, 3) for k, v in timing.items()},
     }
-    container.atomic_write(run_dir / EXPORT_JSON, (json.dumps(report, indent=1) + "\n").encode())
+    write_export_report(run_dir, out, report)
     return report
 
 

@@ -18,7 +18,7 @@ from pgolf.errors import PgolfError
 LIMIT_BYTES = 16_000_000
 
 # Shown wherever a two-pass (non-score-first) figure appears next to honest ones.
-TWO_PASS_NOTE = "not score-first — not a valid compression score, see BEYOND.md"
+TWO_PASS_NOTE = "not score-first — not a valid compression score (see docs/evaluation.md)"
 
 
 class ReportError(PgolfError):

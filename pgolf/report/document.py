@@ -196,6 +196,9 @@ def build_summary(run_dir: str | Path) -> dict[str, Any]:
             break
 
     train_cfg = cfg.get("train") or {}
+    phases = read_json(run / "phases.json") if (run / "phases.json").is_file() else None
+    audit = read_json(run / "audit.json") if (run / "audit.json").is_file() else None
+    represent = representativeness(train, train_cfg, best, unigram)
     return {
         "run_dir": str(run),
         "name": run.resolve().name,
@@ -222,12 +225,80 @@ def build_summary(run_dir: str | Path) -> dict[str, Any]:
         "limit_bytes": LIMIT_BYTES if artifact is None else artifact["limit_bytes"],
         "train": train,
         "unigram_bpb": unigram,
+        "representative": represent,
+        "phases": phases if isinstance(phases, dict) else None,
+        "audit": audit if isinstance(audit, dict) else None,
         "dataset": dataset,
         "system": system,
         "config": cfg,
         "missing": missing,
         "warnings": warnings,
     }
+
+
+REPRESENTATIVE_FRACTION = 0.5  # fewer than half the expected steps: the host was busy
+
+
+def representativeness(
+    train: Mapping[str, Any], train_cfg: Mapping[str, Any], best: Mapping[str, Any] | None, unigram: float | None
+) -> dict[str, Any]:
+    """Whether a run's numbers say something about the preset, or only about a busy host.
+
+    A wall-clock-capped run that completed far fewer steps than an idle machine of the preset's
+    kind does (train.expected_steps), or that ends worse than the unigram baseline, is flagged;
+    the line gives the numbers and suggests a step-capped rerun (independent of load).
+    """
+    reasons: list[str] = []
+    steps = train.get("steps")
+    expected = int(train_cfg.get("expected_steps") or 0)
+    cap = float(train_cfg.get("max_wallclock_seconds") or 0)
+    capped = any(e.get("event") == "stop_wallclock" for e in train.get("events") or [])
+    if capped and expected > 0 and isinstance(steps, int) and steps < REPRESENTATIVE_FRACTION * expected:
+        host = train_cfg.get("expected_host") or "an idle machine of its kind"
+        reasons.append(f"{steps} training steps in its {cap:g} s cap, where {host} completes about {expected}")
+    bpb = (best or {}).get("val_bpb")
+    if isinstance(bpb, (int, float)) and isinstance(unigram, (int, float)) and bpb >= unigram:
+        reasons.append(f"its best score-first bpb {bpb:.4f} is worse than the unigram baseline {unigram:.4f}")
+    suggest = expected if expected > 0 else (steps or 0) * 4 or 200
+    out: dict[str, Any] = {"representative": not reasons, "reasons": reasons, "expected_steps": expected or None}
+    if reasons:
+        out["suggestion"] = f"--iterations {suggest}"
+        out["line"] = (
+            "NOT REPRESENTATIVE: " + "; ".join(reasons) + f". Rerun with `--iterations {suggest}` "
+            "(a step-capped run: its result does not depend on the machine's load)."
+        )
+    return out
+
+
+CONDITIONS = {
+    "C1": "causal: a changed target changes no earlier score",
+    "C2": "normalised: the full distribution sums to 1",
+    "C3": "score before update: no update reads an unscored token",
+    "C4": "single pass: every target scored exactly once",
+}
+
+
+def audit_lines(au: Mapping[str, Any]) -> list[str]:
+    """The audit's verdicts as a table: the four conditions where measured, C1 alone otherwise."""
+    conds = au.get("conditions")
+    rows = []
+    if isinstance(conds, dict) and conds:
+        for c in ("C1", "C2", "C3", "C4"):
+            v = conds.get(c)
+            if not isinstance(v, dict):
+                rows.append([c, CONDITIONS[c], "not measured", "—"])
+                continue
+            ok = v.get("passed", v.get("ok"))
+            rows.append([c, CONDITIONS[c], "pass ✓" if ok else ("**FAIL ✗**" if ok is False else "—"),
+                         _cell(v.get("evidence") or v.get("line") or "")])  # fmt: skip
+    else:
+        ok = au.get("score_first")
+        evidence = f"largest earlier-NLL change {au.get('max_change')} nats over {au.get('tokens')} targets"
+        rows.append(["C1", CONDITIONS["C1"], "pass ✓" if ok else "**FAIL ✗**", evidence])
+        for c in ("C2", "C3", "C4"):
+            rows.append([c, CONDITIONS[c], "not measured by this audit", "—"])
+    head = f"`pgolf audit` on `{au.get('method')}`"
+    return [head, "", md_table(["", "condition", "verdict", "evidence"], rows, "llcl")]
 
 
 def best_score_first(methods: Mapping[str, Mapping[str, Any]]) -> dict | None:
@@ -482,6 +553,10 @@ def render_markdown(s: Mapping[str, Any], drawn: Mapping[str, Path], extra: Mapp
     meta.append(f"generated {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')}")
     L += [" · ".join(meta), ""]
 
+    rep = s.get("representative") or {}
+    if rep.get("line"):
+        L += [f"> **{rep['line']}**", ""]
+
     # ---- headline
     L += ["## Headline", ""]
     best, slot = s.get("best_score_first"), s.get("slot_two_pass")
@@ -519,7 +594,7 @@ def render_markdown(s: Mapping[str, Any], drawn: Mapping[str, Path], extra: Mapp
             "> **Two-pass figure.** Standard SLOT fits a per-window offset and logit bias on the very targets "
             "it then scores, so a token's probability depends on the token itself. Its bpb is shown for "
             "comparison with PR #1313 only; it is not a compression score and is never the headline. "
-            "See BEYOND.md §1.4 and SPEC §8.5.",
+            "See pgolf's docs/evaluation.md (two-pass SLOT, and the audit that measures it).",
             "",
         ]
 
@@ -557,6 +632,20 @@ def render_markdown(s: Mapping[str, Any], drawn: Mapping[str, Path], extra: Mapp
         L += fig("eval_bpb.png", "Validation bpb per evaluation method")
     else:
         L += ["No evaluation results (eval/*.json) in this run yet.", ""]
+
+    # ---- legality audit of the headline method
+    au = s.get("audit")
+    if isinstance(au, dict):
+        L += ["## Legality audit of the headline method", ""]
+        L += audit_lines(au) + [""]
+
+    # ---- phases
+    ph = s.get("phases")
+    if isinstance(ph, dict) and ph:
+        L += ["## Time of every phase", ""]
+        rows = [[k, f"{float(v):.1f}"] for k, v in ph.items() if isinstance(v, (int, float))]
+        rows.append(["**total**", f"**{sum(float(v) for v in ph.values() if isinstance(v, (int, float))):.1f}**"])
+        L += [md_table(["phase", "seconds"], rows, "lr"), ""]
 
     # ---- training
     t = s.get("train") or {}

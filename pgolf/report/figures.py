@@ -181,48 +181,64 @@ def _ok(v: Any) -> bool:
 
 
 # --------------------------------------------------------------------------- bpb per method
+def zoom_range(values: Sequence[float], min_pad: float = 0.002) -> tuple[float, float]:
+    """An axis range around `values` that makes their differences visible (not from 0)."""
+    lo, hi = min(values), max(values)
+    pad = max(0.12 * (hi - lo), min_pad)
+    return lo - pad, hi + 1.9 * pad + 0.25 * (hi - lo)  # room on the right for the value labels
+
+
+def _edge_note(v: float, lo: float, hi: float) -> str:
+    return "  (◀ off-scale)" if v < lo else ("  (off-scale ▶)" if v > hi else "")
+
+
 def plot_eval_bpb(
     methods: Mapping[str, Mapping[str, Any]],
     out_png: str | Path,
     unigram_bpb: float | None = None,
     title: str | None = None,
 ) -> Path | None:
-    """Horizontal bars of val_bpb per evaluation method.
+    """bpb per evaluation method as a dot plot on an axis zoomed to the score-first methods.
 
-    Score-first methods are solid blue (the best one darker); two-pass methods
-    are hatched vermillion and labelled "not score-first" on the bar itself so
-    the figure cannot be quoted without the caveat.
+    Bars from zero hide what matters (methods differ by 0.001-0.06 bpb on a value near 2), so
+    the x axis spans the score-first values; a value outside it (a two-pass method, the unigram
+    baseline) is drawn at the edge and labelled with its number. Score-first methods are solid
+    blue (the best one darker); two-pass methods are hollow vermillion and say so on the plot,
+    so the figure cannot be quoted without the caveat.
     """
-    from matplotlib.patches import Patch
+    from matplotlib.lines import Line2D
 
     rows = [(name, m) for name, m in methods.items() if _ok(m.get("val_bpb"))]
     if not rows:
         return None
-    # Valid scores first (best at the top), two-pass ones below them: the eye lands on the honest figure.
     rows.sort(key=lambda r: (r[1].get("score_first") is not True, r[1]["val_bpb"]))
     best = rows[0][0] if rows[0][1].get("score_first") is True else None
+    valid = [m["val_bpb"] for _, m in rows if m.get("score_first") is True] or [m["val_bpb"] for _, m in rows]
+    lo, hi = zoom_range(valid)
 
-    fig = _figure(8.5, 1.6 + 0.55 * len(rows))
+    fig = _figure(8.5, 1.7 + 0.5 * len(rows))
     ax = fig.add_subplot()
     _style(ax)
-    ax.grid(axis="y", visible=False)
     ys = list(range(len(rows)))[::-1]
-    x_max = max([r[1]["val_bpb"] for r in rows] + ([unigram_bpb] if _ok(unigram_bpb) else []))
     for y, (name, m) in zip(ys, rows):
         v = m["val_bpb"]
         sf = m.get("score_first")
+        x = min(max(v, lo), hi)
         if sf is True:
-            ax.barh(y, v, color=C_BEST if name == best else C_VALID, height=0.6)
+            colour = C_BEST if name == best else C_VALID
+            ax.plot([lo, x], [y, y], color=colour, linewidth=2.5, alpha=0.35, solid_capstyle="butt")
+            ax.plot(x, y, "o", color=colour, markersize=9)
             note = "best score-first" if name == best else "score-first"
         else:
-            ax.barh(y, v, color="white", edgecolor=C_TWO_PASS, hatch="///", linewidth=1.4, height=0.6)
+            ax.plot(x, y, "o", markerfacecolor="white", markeredgecolor=C_TWO_PASS, markeredgewidth=2, markersize=9)
             note = "NOT score-first (two-pass)" if sf is False else "score-first unknown"
         if m.get("max_tokens"):
-            note += f", partial: {m['max_tokens']:,} tokens"
-        ax.text(
-            v + 0.01 * x_max,
-            y,
-            f"{v:.4f}  {note}",
+            note += f", partial: {m['max_tokens']:,} targets"
+        ax.annotate(
+            f"{v:.4f}  {note}{_edge_note(v, lo, hi)}",
+            (x, y),
+            xytext=(8, 0),
+            textcoords="offset points",
             va="center",
             fontsize=9,
             color=C_TWO_PASS if sf is not True else "#222222",
@@ -230,24 +246,78 @@ def plot_eval_bpb(
         )
     ax.set_yticks(ys, [m.get("title") or name for name, m in rows], fontsize=10)
     handles = [
-        Patch(color=C_VALID, label="score-first (valid compression score)"),
-        Patch(facecolor="white", edgecolor=C_TWO_PASS, hatch="///", label="two-pass: not score-first"),
-    ]
+        Line2D([], [], marker="o", linestyle="", color=C_VALID, label="score-first (valid compression score)"),
+        Line2D(
+            [], [], marker="o", linestyle="", markerfacecolor="white", markeredgecolor=C_TWO_PASS,
+            label="two-pass: not score-first",
+        ),
+    ]  # fmt: skip
     if _ok(unigram_bpb):
-        handles.append(
-            ax.axvline(
-                unigram_bpb,
-                color="#444444",
-                linestyle="--",
-                linewidth=1.2,
-                label=f"unigram baseline: {unigram_bpb:.3f} bpb",
-            )
-        )
-    ax.set_xlim(0, x_max * 1.45)
+        if lo <= unigram_bpb <= hi:
+            handles.append(ax.axvline(unigram_bpb, color="#444444", linestyle="--", linewidth=1.2,
+                                      label=f"unigram baseline: {unigram_bpb:.4f} bpb"))  # fmt: skip
+        else:
+            handles.append(Line2D([], [], linestyle="", label=f"unigram baseline: {unigram_bpb:.4f} bpb (off-scale)"))
+    ax.set_xlim(lo, hi)
     ax.set_ylim(-0.6, len(rows) - 0.4)
-    ax.set_xlabel("validation bits per byte (lower is better)")
+    ax.set_xlabel("validation bits per byte (lower is better; the axis is zoomed to the score-first methods)")
     ax.set_title(title or "Evaluation methods: bpb on the validation set")
     fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8, frameon=False)
+    return _save(fig, out_png)
+
+
+STACK_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7")
+
+
+def plot_compare_bpb(
+    stacks: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    out_png: str | Path,
+    title: str | None = None,
+) -> Path | None:
+    """Score-first bpb of every method for each stack (a preset), side by side on one zoomed axis.
+
+    `stacks` maps a stack's name to its methods (as in summary["methods"]). Two-pass methods are
+    left out: they are not comparable scores. Each method is a row, each stack a colour.
+    """
+    from matplotlib.lines import Line2D
+
+    names = list(stacks)
+    methods: list[str] = []
+    for st in names:
+        for k, m in stacks[st].items():
+            if m.get("score_first") is True and _ok(m.get("val_bpb")) and k not in methods:
+                methods.append(k)
+    if not methods:
+        return None
+    vals = [stacks[st][k]["val_bpb"] for st in names for k in methods if _ok(stacks[st].get(k, {}).get("val_bpb"))]
+    lo, hi = zoom_range(vals, min_pad=0.01)
+    hi = max(vals) + 0.08 * (hi - lo) + 0.02  # labels sit beside the markers, not on the right
+    methods.sort(key=lambda k: min(stacks[st].get(k, {}).get("val_bpb", math.inf) for st in names))
+    fig = _figure(8.5, 1.8 + 0.42 * len(methods) * max(1, len(names)) ** 0.5)
+    ax = fig.add_subplot()
+    _style(ax)
+    ys = list(range(len(methods)))[::-1]
+    off = 0.18
+    for i, st in enumerate(names):
+        colour = STACK_COLOURS[i % len(STACK_COLOURS)]
+        for y, k in zip(ys, methods):
+            m = stacks[st].get(k)
+            if not m or not _ok(m.get("val_bpb")):
+                continue
+            yy = y + off * (len(names) - 1) / 2 - off * i
+            ax.plot(m["val_bpb"], yy, "o", color=colour, markersize=8)
+            ax.annotate(f"{m['val_bpb']:.4f}", (m["val_bpb"], yy), xytext=(7, 0), textcoords="offset points",
+                        va="center", fontsize=8, color=colour)  # fmt: skip
+    ax.set_yticks(ys, methods, fontsize=10)
+    ax.set_xlim(lo, hi + 0.12 * (hi - lo))
+    ax.set_ylim(-0.7, len(methods) - 0.3)
+    ax.set_xlabel("validation bits per byte, score-first methods only (lower is better; zoomed axis)")
+    ax.set_title(title or "The frontier stack and the seed's stack on the same CPU budget")
+    handles = [
+        Line2D([], [], marker="o", linestyle="", color=STACK_COLOURS[i % len(STACK_COLOURS)], label=st)
+        for i, st in enumerate(names)
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=9, frameon=False)
     return _save(fig, out_png)
 
 

@@ -68,6 +68,7 @@ class RunFiles:
                 from tqdm.auto import tqdm
 
                 self.bar = tqdm(desc="train", unit="step", leave=False, dynamic_ncols=True)
+        self.postfix: dict[str, str] = {}
 
     def log(self, line: str, console: bool = True) -> None:
         if not self.enabled:
@@ -85,9 +86,17 @@ class RunFiles:
             self._metrics.write(json.dumps(rec) + "\n")
             self._metrics.flush()
 
-    def tick(self, step: int) -> None:
-        if self.bar is not None:
-            self.bar.update(step - self.bar.n)
+    def tick(self, step: int, loss: float | None = None, tokens_per_s: float | None = None) -> None:
+        """Advance the bar; the last logged loss and throughput ride along on it."""
+        if self.bar is None:
+            return
+        if loss is not None:
+            self.postfix["loss"] = f"{loss:.4f}"
+        if tokens_per_s is not None:
+            self.postfix["tok/s"] = f"{tokens_per_s:,.0f}"
+        if self.postfix:
+            self.bar.set_postfix(self.postfix, refresh=False)
+        self.bar.update(step - self.bar.n)
 
     def close(self) -> None:
         if self.enabled:
@@ -450,6 +459,7 @@ class Trainer:
             s.step += 1
             approx = s.train_ms + 1000.0 * (time.perf_counter() - t0)
             self._collect_swa(mult)
+            loss_v = tps = None
             if t.train_log_every > 0 and (s.step <= 10 or s.step % t.train_log_every == 0):
                 # The mean over all ranks (the seed logs rank 0's share only).
                 loss_v = float(dist.all_reduce_sum(train_loss.detach().clone())) / self.d.world_size
@@ -468,7 +478,7 @@ class Trainer:
                     tokens_per_s=tps,
                     elapsed_s=approx / 1000.0,
                 )
-            f.tick(s.step)
+            f.tick(s.step, loss_v, tps)
             flags[1] = float(cap_ms is not None and approx >= cap_ms)
             dist.all_reduce_max(flags)
             if flags[0] > 0:

@@ -134,3 +134,28 @@ def test_run_imports_only_counted_code(main_run):
         m for m in pgolf_mods if codesize._module_file(m) is None or codesize._module_file(m).resolve() not in counted
     ]
     assert not missing, f"imported by `pgolf run` but not counted: {missing}"
+
+
+@pytest.mark.slow
+def test_a_capped_run_with_a_forced_tiny_budget_is_flagged_not_representative(builtin_dir, tmp_path):
+    out = tmp_path / "run"
+    args = ["run", "--no-env", "--preset", "tiny", "--data", str(builtin_dir), "--out", str(out), "--methods", "plain",
+            "--eval-tokens", "512", "--no-audit", "--no-submission", "--quiet"]  # fmt: skip
+    for s in ("train.max_wallclock_seconds=0.5", "train.expected_steps=5000", "train.val_loss_every=0",
+              "train.checkpoint_every=0"):  # fmt: skip
+        args += ["--set", s]
+    r = subprocess.run(pgolf_cmd(*args), capture_output=True, text=True, env=clean_env())
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep = json.loads((out / "summary.json").read_text())["representative"]
+    assert rep["representative"] is False and rep["suggestion"] == "--iterations 5000"
+    steps = json.loads((out / "summary.json").read_text())["train"]["steps"]
+    assert f"{steps} training steps in its 0.5 s cap" in rep["line"] and "about 5000" in rep["line"]
+    assert rep["line"] in (out / "report.md").read_text()
+    assert rep["line"] in r.stdout  # the console says it too
+    # a step-capped run is not judged by the clock (it may still be flagged for its bpb alone)
+    out2 = tmp_path / "run2"
+    args2 = [a if a != str(out) else str(out2) for a in args] + ["--iterations", "2"]
+    r = subprocess.run(pgolf_cmd(*args2), capture_output=True, text=True, env=clean_env())
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep2 = json.loads((out2 / "summary.json").read_text())["representative"]
+    assert not any("cap" in x for x in rep2["reasons"])

@@ -123,7 +123,9 @@ def write(
         "headline": head,
         "seconds": round(total_s, 1) if total_s is not None else None,
         "representative": all(r["representative"].get("representative", True) for r in rows),
-        "not_representative": [r["representative"]["line"] for r in rows if r["representative"].get("line")],
+        "not_representative": [
+            f"{r['stack']}: {r['representative']['line']}" for r in rows if r["representative"].get("line")
+        ],
         "submission": str(submission) if submission else None,
         "check": check_submission(submission) if submission else None,
         "runs": [str(s.get("run_dir")) for runs in stacks.values() for s in runs],

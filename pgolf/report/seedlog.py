@@ -375,6 +375,9 @@ def parse_seed_log_text(text: str, path: str = "<log>") -> SeedLog:
                 log.family = "baseline"
         elif line.startswith("train_batch_tokens:"):
             log.iterations = _int(kv.get("iterations"))
+            for k in ("train_seq_len", "max_wallclock_seconds"):
+                if k in kv:
+                    log.hparams.setdefault(k, kv[k])
         elif _STEP.match(line) and "val_loss" in kv:
             m = _STEP.match(line)
             log.val.append(
@@ -433,7 +436,7 @@ def parse_seed_log_text(text: str, path: str = "<log>") -> SeedLog:
                 log.code_bytes = log.code_bytes or log.code_bytes_uncompressed
             else:
                 log.code_bytes = _bytes(line)
-        elif line.startswith("attention_mode:"):
+        elif line.startswith("device:") and "bf16_autocast:" in kv:  # pgolf's own header line
             log.family = "pgolf"
         elif m := _EVAL.match(line):
             current = _eval_line(log, m, line, lineno, kv, current)

@@ -94,11 +94,12 @@ def tokenizer_key(lg: SeedLog) -> str | None:
 
 
 def readme_mentions(text: str, value: float, min_decimals: int = 4) -> str | None:
-    """The first number in `text` with >= min_decimals decimals that `value` rounds to, or None."""
+    """The first number in `text` with >= min_decimals decimals within one unit of its last digit of
+    `value`, or None (a README that averages rounded per-seed figures can be one unit off)."""
     pattern = r"(?<![\d.])(\d+\.(\d{" + str(min_decimals) + r",}))(?![\d.])"
     for m in re.finditer(pattern, text):
         d = len(m.group(2))
-        if abs(float(m.group(1)) - value) <= 0.5 * 10.0**-d + 1e-12:
+        if abs(float(m.group(1)) - value) <= 10.0**-d + 1e-12:
             return m.group(1)
     return None
 

@@ -59,6 +59,7 @@ _EVAL = re.compile(
     r"(?P<settings>(?:\s+[A-Za-z_]\w*[:=]\S+)*?)\s+val_loss\s*[:=]\s*"
     rf"{_NUMBER}.*?\bval_bpb\s*[:=]\s*{_NUMBER}"
 )
+_EQ = re.compile(r"(?:^|\s)([A-Za-z_]\w*)=(\S+)")
 _STEP = re.compile(r"^(?:step:\s*)?(\d+)/(\d+)\s")
 _PEAK = re.compile(r"peak memory allocated:\s*(\d+)\s*MiB\s+reserved:\s*(\d+)\s*MiB")
 _BYTES = re.compile(r":\s*(-?\d+)\s*bytes")
@@ -438,6 +439,12 @@ def parse_seed_log_text(text: str, path: str = "<log>") -> SeedLog:
                 log.code_bytes = _bytes(line)
         elif line.startswith("device:") and "bf16_autocast:" in kv:  # pgolf's own header line
             log.family = "pgolf"
+        elif line.startswith("budget:") and "/" in line:  # the ternary record's size line
+            log.total_bytes = _int(kv.get("budget", "").split("/")[0])
+        elif line.count("=") >= 8 and len(_EQ.findall(line)) >= 8:  # a one-line key=value hyper-parameter dump
+            for k, v in _EQ.findall(line):
+                if k in _HPARAMS_KEPT:
+                    log.hparams[k] = v
         elif m := _EVAL.match(line):
             current = _eval_line(log, m, line, lineno, kv, current)
         else:

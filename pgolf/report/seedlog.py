@@ -63,7 +63,7 @@ _EQ = re.compile(r"(?:^|\s)([A-Za-z_]\w*)=(\S+)")
 _STEP = re.compile(r"^(?:step:\s*)?(\d+)/(\d+)\s")
 _PEAK = re.compile(r"peak memory allocated:\s*(\d+)\s*MiB\s+reserved:\s*(\d+)\s*MiB")
 _BYTES = re.compile(r":\s*(-?\d+)\s*bytes")
-_STAMP = re.compile(r"^\d{9,11}\.\d+\s+")  # some April logs prefix a unix time
+_STAMP = re.compile(r"^\d{9,11}\.\d+ ")  # some April logs prefix a unix time (indentation after it kept)
 _STRIDE = re.compile(r"stride\s*[=:]\s*(\d+)")
 _SEED_FILE = re.compile(r"seed[_-]?(\d+)", re.IGNORECASE)
 
@@ -337,6 +337,7 @@ def parse_seed_log_text(text: str, path: str = "<log>") -> SeedLog:
     in_hparams = False
     total_qualified = False
     for lineno, raw in enumerate(text.splitlines(), 1):
+        raw = _STAMP.sub("", raw, count=1)
         if in_hparams:
             m = re.match(r"^\s+([A-Za-z_]\w*):\s?(.*)$", raw)
             if m:
@@ -347,7 +348,7 @@ def parse_seed_log_text(text: str, path: str = "<log>") -> SeedLog:
             in_hparams = False
         if raw[:1].isspace():  # the script's own source (printed by many records) and indented detail
             continue
-        line = _STAMP.sub("", raw.strip())
+        line = raw.strip()
         if not line:
             continue
         kv = _kv(line)

@@ -13,6 +13,8 @@ log gives it):
     val_tokens   the validation target count against the official split's for the tokenizer;
                  1,499 training shards is the CaseOps val-leak fingerprint (FRONTIER F1.5)
     methods      evaluations known not to be score-first (SLOT, two-pass) named in the logs
+    compliance   pgolf's folders only: submission.json's own statements (whole validation split,
+                 8xH100 timing, score-first)
 
 FAIL is a rule broken (exit status 1); WARN is something a reviewer would ask
 about; PASS and INFO are for the record.
@@ -231,6 +233,13 @@ def check_submission(f: Folder) -> list[Finding]:
             if not isinstance(r, dict) or not isinstance(r.get("val_bpb"), (int, float)):
                 continue
             cands = logged.get(seed)
+            stated = r.get("bytes_total", r.get("artifact_bytes"))
+            sizes = [lg.total_bytes for lg in cands or [] if lg.total_bytes is not None]
+            if isinstance(stated, int) and sizes and stated not in sizes:
+                msg = f"seed {seed}: seed_results states {stated:,} artifact bytes, its log {sizes[0]:,}"
+                if any(lg.model_bytes == stated for lg in cands):
+                    msg += " (the stated figure is the compressed model alone, without the code)"
+                out.append(Finding("WARN", "submission", msg, Path(cands[0].path).name))
             if not cands:
                 out.append(Finding("WARN", "submission", f"seed_results lists seed {seed} but no log has it", name))
                 continue
@@ -573,10 +582,39 @@ def check_significance(f: Folder, against: str | None) -> list[Finding]:
     return out
 
 
+def check_pgolf_compliance(f: Folder) -> list[Finding]:
+    """What pgolf's own submission.json states about the run (its `compliance` block)."""
+    comp = (f.submission or {}).get("compliance")
+    if not f.pgolf or not isinstance(comp, dict):
+        return []
+    out = []
+    name = f.submission_name or "submission.json"
+    if comp.get("full_validation_set") is False:
+        out.append(
+            Finding("FAIL", "compliance", "the reported evaluation scored only part of the validation split", name)
+        )
+    elif comp.get("full_validation_set") is True:
+        out.append(Finding("PASS", "compliance", "the reported evaluation scored the whole validation split", name))
+    if comp.get("timed_on_8xH100") is False:
+        hw = (f.submission or {}).get("hardware", "?")
+        out.append(
+            Finding(
+                "WARN",
+                "compliance",
+                f"timed on {hw}, not 8xH100: the 600 s caps are shown for this hardware only",
+                name,
+            )
+        )
+    if comp.get("score_first") is not True:
+        out.append(Finding("FAIL", "compliance", "compliance.score_first is not true", name))
+    return out
+
+
 def run_checks(folder: str | Path, against: str | None = None) -> dict[str, Any]:
     f = read_folder(folder)
     findings: list[Finding] = []
-    for fn in (check_files, check_submission, check_bytes, check_time, check_seeds, check_val_tokens, check_methods):
+    checks = (check_files, check_submission, check_bytes, check_time, check_seeds, check_val_tokens, check_methods)
+    for fn in (*checks, check_pgolf_compliance):
         findings += fn(f)
     findings += check_significance(f, against)
     if f.pgolf:

@@ -127,3 +127,14 @@ def test_significance_both_rules(tmp_path):
     assert any("1 seed(s) of ref" in m for m in _by(r, "significance", "INFO"))
     with pytest.raises(Exception, match="neither a number"):
         run_checks(d, against=str(tmp_path / "nowhere"))
+
+
+def test_bad_input_is_one_line(tmp_path, capsys):
+    assert main(["check", str(tmp_path / "nowhere")]) == 2
+    assert capsys.readouterr().err.strip().endswith("not a folder")
+    d = tmp_path / "bad"
+    d.mkdir()
+    (d / "submission.json").write_text("[1, 2")
+    r = run_checks(d)
+    assert any("submission.json: not readable JSON" in m for m in _by(r, "files", "FAIL"))
+    assert any("no training log" in m for m in _by(r, "files", "FAIL"))

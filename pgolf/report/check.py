@@ -127,7 +127,7 @@ def read_folder(folder: str | Path) -> Folder:
     logs, errors = parse_logs([p])
     logs, notes = dedupe_logs(logs)
     sub, sub_name, sub_err = None, None, None
-    for cand in [p / "submission.json", *sorted(p.glob("submission*.json"))]:
+    for cand in [p / "submission.json", *sorted(p.glob("*submission*.json"))]:
         if cand.is_file():
             sub_name = cand.name
             try:

@@ -518,10 +518,10 @@ def check_methods(f: Folder) -> list[Finding]:
     return out
 
 
-def reference_losses(spec: str) -> tuple[list[float] | float, float | None, str]:
+def reference_losses(spec: str) -> tuple[list[float] | float, set[int], str]:
     """--against: a val_loss in nats, or a record folder (its logs' score-first figures).
 
-    Returns (values in nats, the reference's bpb-per-nat ratio or None, description)."""
+    Returns (values in nats, the reference's logged validation target counts, description)."""
     try:
         v = float(spec)
     except ValueError:
@@ -529,27 +529,37 @@ def reference_losses(spec: str) -> tuple[list[float] | float, float | None, str]
     else:
         if not math.isfinite(v) or v <= 0:
             raise ReportError(f"--against {spec}: a published val_loss must be a positive number of nats")
-        return v, None, f"published val_loss {v:.5f} nats"
+        return v, set(), f"published val_loss {v:.5f} nats"
     p = Path(spec)
     if not p.is_dir():
         raise ReportError(f"--against {spec}: neither a number (val_loss in nats) nor a record folder")
     ref = read_folder(p)
-    pairs = [(h[1], h[0]) for lg in ref.logs if (h := _headline(ref, lg))[1] is not None]
-    if not pairs:
+    losses = [h[1] for lg in ref.logs if (h := _headline(ref, lg))[1] is not None]
+    if not losses:
         raise ReportError(f"--against {spec}: no score-first val_loss in the folder's logs")
-    losses = [a for a, _ in pairs]
-    ratio = mean([b / a for a, b in pairs if b is not None and a])
-    return losses, ratio, f"{len(losses)} seed(s) of {p.name}"
+    counts = {lg.val_tokens for lg in ref.logs if lg.val_tokens is not None}
+    return losses, counts, f"{len(losses)} seed(s) of {p.name}"
 
 
 def check_significance(f: Folder, against: str | None) -> list[Finding]:
     if not against:
         return []
-    ref, _ratio, desc = reference_losses(against)
+    ref, ref_counts, desc = reference_losses(against)
     new = [h[1] for lg in f.logs if (h := _headline(f, lg))[1] is not None]
     if not new:
         return [Finding("FAIL", "significance", "no score-first val_loss in the logs to test")]
     out = []
+    counts = {lg.val_tokens for lg in f.logs if lg.val_tokens is not None}
+    if counts and ref_counts and counts != ref_counts:
+        # nats per token depend on the tokenizer: the nat rule compares like with like only on one split
+        out.append(
+            Finding(
+                "WARN",
+                "significance",
+                f"the two sides score different token streams ({sorted(counts)} vs {sorted(ref_counts)} targets): "
+                "their val_loss (nats per token) are not comparable; compare bpb",
+            )
+        )
     rule = challenge_significance(new, ref)  # >= 0.005 nats at p < 0.01
     prog = challenge_significance(new, ref, margin=0.0, alpha=0.25)  # beat the predecessor at p < 0.25
 

@@ -122,12 +122,14 @@ def test_significance_both_rules(tmp_path):
     # against a folder: the reference's own score-first figures
     ref_dir = tmp_path / "ref"
     ref_dir.mkdir()
-    shutil.copy(d / "train_seed42.log", ref_dir / "train_seed42.log")
+    for log in d.glob("*.log"):
+        shutil.copy(log, ref_dir / log.name)
     r = run_checks(d, against=str(ref_dir))
-    assert any("1 seed(s) of ref" in m for m in _by(r, "significance", "INFO"))
+    assert any("2 seed(s) of ref" in m for m in _by(r, "significance", "INFO"))
     assert not any("not comparable" in m for m in _by(r, "significance", "WARN"))
     other = FRONTIER_LOG.read_text().replace("val_tokens: 47851520", "val_tokens: 40540160")
     (ref_dir / "train_seed42.log").write_text(other)
+    (ref_dir / "train_seed7.log").unlink()
     r = run_checks(d, against=str(ref_dir))
     assert any("not comparable" in m for m in _by(r, "significance", "WARN"))
     with pytest.raises(Exception, match="neither a number"):

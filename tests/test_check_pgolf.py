@@ -28,8 +28,11 @@ def test_tiny_run_submission_passes_check_but_for_what_a_cpu_run_breaks(tiny_run
     assert r["pgolf_folder"]
     status = {(f["check"], f["status"]) for f in r["findings"]}
     fails = [f for f in r["findings"] if f["status"] == "FAIL"]
-    # A tiny CPU run scores a 4,096-target slice: the only rule it truly breaks.
-    assert [f["check"] for f in fails] == ["compliance"] and "only part" in fails[0]["message"]
+    # A tiny CPU run scores a 4,096-target slice: the rule it truly breaks. On a loaded machine its
+    # training can also run past 600 s (the log says how long it took): then the time rule is broken too.
+    slow = r["per_seed"][0]["train_seconds"] > 600.5
+    assert sorted(f["check"] for f in fails) == sorted(["compliance"] + (["time"] if slow else []))
+    assert any(f["check"] == "compliance" and "only part" in f["message"] for f in fails)
     for check in ("files", "submission", "bytes", "time", "methods"):
         assert (check, "PASS") in status, check
     assert ("seeds", "WARN") in status  # one seed

@@ -629,13 +629,16 @@ def aggregate_logs(logs: list[SeedLog]) -> dict[str, Any]:
     names: list[str] = []
     for lg in logs:
         names += [n for n in lg.evals if n not in names]
+    # A log with no score-first figure at all (a training-only or diagnostic run beside the seeds)
+    # does not make every method incomplete.
+    scored = [lg for lg in logs if lg.headline is not None] or logs
     per_method: dict[str, dict] = {}
     for n in names:
         have = [lg for lg in logs if n in lg.evals and lg.evals[n].val_bpb is not None]
         per_method[n] = {
             "title": method_title(n),
             "score_first": _score_first(n),
-            "complete": len(have) == len(logs),
+            "complete": all(n in lg.evals for lg in scored),
             "val_bpb": describe([lg.evals[n].val_bpb for lg in have]),
             "val_loss": describe([lg.evals[n].val_loss for lg in have if lg.evals[n].val_loss is not None]),
             "seconds": describe(

@@ -245,3 +245,16 @@ def test_cli_from_logs_goes_on_past_a_bad_file_and_prints_json(tmp_path, capsys)
     assert err.count("skipped:") == 1
     assert main(["report", "--from-logs", str(tmp_path / "broken.log")]) == 2  # nothing readable: one-line error
     assert "no readable training log" in capsys.readouterr().err
+
+
+def test_legal_ttt_record_reports_its_ttt_mean_not_sliding():
+    """2026-03-23_LeakyReLU_LegalTTT_ParallelMuon: README headline 1.1194 (legal_ttt_exact), sliding 1.1218."""
+    logs = [parse_seed_log(p) for p in sorted(FIX.glob("march_legal_ttt_seed*.log"))]
+    assert sorted(lg.seed for lg in logs) == [42, 1337, 2025]
+    agg = aggregate_logs(logs)
+    ttt = [lg.evals["ttt"].val_bpb for lg in logs]
+    assert agg["honest"]["method"] == "ttt"
+    assert agg["honest"]["val_bpb"]["mean"] == pytest.approx(sum(ttt) / 3, abs=1e-12)
+    assert round(agg["honest"]["val_bpb"]["mean"], 4) == 1.1194
+    assert round(agg["aggregate"]["methods"]["sliding_s64"]["val_bpb"]["mean"], 4) == 1.1218
+    assert agg["mislabelled_lines"] == 3  # one legacy int8 copy per log

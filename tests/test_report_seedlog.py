@@ -258,3 +258,23 @@ def test_legal_ttt_record_reports_its_ttt_mean_not_sliding():
     assert round(agg["honest"]["val_bpb"]["mean"], 4) == 1.1194
     assert round(agg["aggregate"]["methods"]["sliding_s64"]["val_bpb"]["mean"], 4) == 1.1218
     assert agg["mislabelled_lines"] == 3  # one legacy int8 copy per log
+
+
+def test_a_reevaluation_log_replaces_its_seeds_figures(tmp_path):
+    """2026-04-23_…: ttt_pr1767/seed_N.log re-evaluates each seed's artifact; the README claims those figures."""
+    import shutil
+
+    from pgolf.report.seedlog import dedupe_logs, parse_logs
+
+    shutil.copy(FIX / "april_phased_pr1855_seed42.log", tmp_path / "train_seed42.log")
+    (tmp_path / "ttt").mkdir()
+    (tmp_path / "ttt" / "seed_42.log").write_text(
+        "quantized_ttt_phased val_loss:2.31000000 val_bpb:1.05500000 eval_time:400000ms\ntotal_eval_time:400.0s\n"
+    )
+    logs, errors = parse_logs([tmp_path])
+    assert not errors and len(logs) == 2
+    logs, notes = dedupe_logs(logs)
+    assert len(logs) == 1 and "re-evaluation of seed 42" in notes[0]
+    lg = logs[0]
+    assert lg.headline.val_bpb == 1.055 and lg.headline.source.endswith("seed_42.log")
+    assert (lg.total_eval_time_ms, lg.train_time_ms, lg.total_bytes) == (400000, 599592, 15897259)

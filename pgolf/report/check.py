@@ -79,6 +79,13 @@ def _where(lg: SeedLog, line: int | None = None) -> str:
     return f"{Path(lg.path).name}:{line}" if line else Path(lg.path).name
 
 
+def _at(lg: SeedLog, block) -> str:
+    """file:line of an evaluation block (the re-evaluation log it came from, if any)."""
+    if block is None:
+        return _where(lg)
+    return f"{Path(block.source or lg.path).name}:{block.line}"
+
+
 def _fmt_s(ms: float | None) -> str:
     return "—" if ms is None else f"{ms / 1000.0:.1f} s"
 
@@ -252,11 +259,11 @@ def check_submission(f: Folder) -> list[Finding]:
             if hit and hit[0][1].score_first is not True:
                 lg, block = hit[0]
                 msg = f"seed {seed}: seed_results val_bpb {v} is its {block.name} figure, not score-first"
-                out.append(Finding("FAIL", "submission", msg, _where(lg, block.line)))
+                out.append(Finding("FAIL", "submission", msg, _at(lg, block)))
             elif hit:
                 lg, block = hit[0]
                 msg = f"seed {seed}: seed_results val_bpb {v} is its {block.name} figure; the log's {h[2]} is {h[0]}"
-                out.append(Finding("WARN", "submission", msg, _where(lg, block.line)))
+                out.append(Finding("WARN", "submission", msg, _at(lg, block)))
             else:
                 shown = ", ".join(f"{Path(x.path).name}: {_headline(f, x)[0]}" for x in cands)
                 msg = f"seed {seed}: seed_results val_bpb {v} is in no evaluation of its log(s) ({shown})"
@@ -308,7 +315,7 @@ def _claim(f: Folder, name: str, field_name: str, claimed: float, vals: list[flo
             "submission",
             f"{field_name} {claimed} is one seed's figure (seed {lg.seed}), not the mean of {len(vals)} seeds "
             f"({mean(vals):.8f})",
-            _where(lg, lg.headline.line if lg.headline else None),
+            _at(lg, lg.headline),
         )
     names = sorted({n for lg in f.logs for n in lg.evals})
     for n in names:
@@ -317,7 +324,7 @@ def _claim(f: Folder, name: str, field_name: str, claimed: float, vals: list[flo
         if xs and (_close(claimed, mean(xs)) or any(_close(claimed, x) for x in xs)):
             b = blocks[0]
             first = f"{mean(vals):.8f}" if vals else "absent"
-            where = f"{name}; {Path(f.logs[0].path).name}:{b.line}"
+            where = f"{name}; {_at(f.logs[0], b)}"
             if b.score_first is not True:
                 msg = (
                     f"{field_name} {claimed} is the {n} figure ({mean(xs):.8f}), an evaluation that is not "
@@ -385,7 +392,7 @@ def check_time(f: Folder) -> list[Finding]:
         else:
             out.append(Finding("PASS", "time", f"seed {lg.seed}: training {t / 1000:.1f} s", _where(lg)))
         bpb, _, method, secs = _headline(f, lg)
-        src = _where(lg, lg.headline.line if lg.headline else None)
+        src = _at(lg, lg.headline)
         if lg.headline is None and secs is not None:
             src = f"submission.json seed_results[{lg.seed}]"
         if secs is None:
@@ -507,7 +514,7 @@ def check_methods(f: Folder) -> list[Finding]:
                         "methods",
                         f"seed {lg.seed}: {b.label} = {b.val_bpb} bpb is {b.name.upper()}, two-pass, not score-first "
                         "(BEYOND §1.4): not a valid score",
-                        _where(lg, b.line),
+                        _at(lg, b),
                     )
                 )
         for k, v in lg.hparams.items():

@@ -34,7 +34,7 @@ recognised lines is an error (one line naming the file).
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +183,7 @@ class EvalBlock:
     steps: int | None = None  # SLOT optimisation steps
     lr: float | None = None
     score_first: bool | None = None
+    source: str | None = None  # the file it was read from, when not the log it belongs to (a re-evaluation)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -589,9 +590,10 @@ def parse_logs(paths: list[str | Path]) -> tuple[list[SeedLog], list[str]]:
 
 def dedupe_logs(logs: list[SeedLog]) -> tuple[list[SeedLog], list[str]]:
     """Drop a log that repeats another's seed and every evaluation (a folder's train.log beside
-    train_seedN.log is usually a copy of one of them)."""
+    train_seedN.log is usually a copy of one of them); fold re-evaluation logs into their seed's
+    training log (`merge_reevaluations`)."""
+    logs, notes = merge_reevaluations(logs)
     kept: list[SeedLog] = []
-    notes = []
     for lg in logs:
         sig = (lg.seed, tuple((k, b.val_bpb) for k, b in lg.evals.items()), lg.steps)
         twin = next(
@@ -602,6 +604,29 @@ def dedupe_logs(logs: list[SeedLog]) -> tuple[list[SeedLog], list[str]]:
             continue
         kept.append(lg)
     return kept, notes
+
+
+def merge_reevaluations(logs: list[SeedLog]) -> tuple[list[SeedLog], list[str]]:
+    """An evaluation-only log (no training lines) of a seed that also has a training log is a
+    re-evaluation of that seed's artifact (2026-04-23_…: ttt_pr1767/seed_N.log): its evaluations
+    replace the training log's; the training facts stay."""
+
+    def trains(lg: SeedLog) -> bool:
+        return bool(lg.train or lg.val or lg.stopped_early)
+
+    out, notes = [], []
+    for lg in logs:
+        if trains(lg) or not lg.evals or lg.seed is None:
+            out.append(lg)
+            continue
+        target = next((t for t in logs if t is not lg and t.seed == lg.seed and trains(t)), None)
+        if target is None:
+            out.append(lg)
+            continue
+        target.evals = {k: replace(b, source=lg.path) for k, b in lg.evals.items()}
+        target.total_eval_time_ms = lg.total_eval_time_ms
+        notes.append(f"{lg.path}: re-evaluation of seed {lg.seed}; its figures replace those of {target.path}")
+    return out, notes
 
 
 def headline_method(logs: list[SeedLog]) -> str | None:

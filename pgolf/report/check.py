@@ -148,7 +148,8 @@ def read_folder(folder: str | Path) -> Folder:
             break
     readme = None
     if (p / "README.md").is_file():
-        readme = (p / "README.md").read_text(errors="replace")[:1_000_000]
+        with open(p / "README.md", encoding="utf-8", errors="replace") as fh:
+            readme = fh.read(1_000_000)  # a README is text; never read an arbitrary file whole
     is_pgolf = bool(sub and isinstance(sub.get("eval_method"), dict) and isinstance(sub.get("seed_results"), dict))
     is_pgolf = is_pgolf or any(lg.family == "pgolf" for lg in logs)
     return Folder(p, logs, errors, notes, sub, sub_name, sub_err, readme, is_pgolf)
@@ -202,7 +203,7 @@ def check_files(f: Folder) -> list[Finding]:
     else:
         out.append(Finding("FAIL", "files", "no training log could be read (*.log / *.txt)"))
     for e in f.log_errors:
-        out.append(Finding("INFO", "files", f"not a training log: {e}"))
+        out.append(Finding("INFO", "files", f"skipped: {e}"))
     for n in f.dedupe_notes:
         out.append(Finding("INFO", "files", n))
     return out

@@ -6,6 +6,7 @@ pgolf export                              quantise + compress a run into an arti
 pgolf eval / pgolf audit                  score an artifact; test whether a method is score-first
 pgolf run                                 the main job: data -> train -> export -> eval -> report
 pgolf report / sweep / submission         aggregate seeds, sweep eval settings, write a record folder
+pgolf check                               a record folder (anyone's) against the challenge's rules
 """
 
 from __future__ import annotations

@@ -116,3 +116,165 @@ def test_unparseable_and_missing(tmp_path):
         parse_seed_log(bad)
     with pytest.raises(LogParseError, match="missing.log"):
         parse_seed_log(tmp_path / "missing.log")
+
+
+# --------------------------------------------------------------------------- every format on the main branch
+# Excerpts of real record logs (tests/fixtures/logs/gen_excerpts.py made them; the numbers below are
+# the lines of those files).
+FIX = Path(__file__).resolve().parent / "fixtures" / "logs"
+
+
+def test_baseline_int8_zlib():
+    lg = parse_seed_log(FIX / "baseline_int8_zlib.log")
+    assert (lg.seed, lg.family, lg.steps, lg.train_time_ms) == (1337, "baseline", 13780, 600038)
+    assert lg.total_bytes == 15863489  # the int8+zlib line, not the raw "Total submission size: 67272625"
+    assert lg.code_bytes == 47642 and lg.val_tokens == 63779840
+    assert list(lg.evals) == ["roundtrip"] and lg.evals["roundtrip"].val_bpb == 1.22436570
+    assert lg.headline.name == "roundtrip" and lg.evals["roundtrip"].eval_time_ms == 1401
+
+
+def test_march_legal_ttt_is_the_headline_not_sliding():
+    lg = parse_seed_log(FIX / "march_legal_ttt_seed42.log")
+    assert lg.evals["roundtrip"].val_bpb == 1.14603270
+    assert lg.evals["sliding_s64"].val_bpb == 1.12266500
+    ttt = lg.evals["ttt"]
+    assert (ttt.val_bpb, ttt.val_loss, ttt.exact, ttt.eval_time_ms, ttt.label) == (
+        1.12002032,
+        1.89110239,
+        True,
+        408049,
+        "legal_ttt",
+    )
+    assert lg.headline is ttt  # the record's figure: printed last, score-first
+    # the legacy int8 line repeats the sliding numbers: a copy, not a second round-trip
+    assert [(m["label"], m["copy_of"]) for m in lg.mislabelled] == [("final_int8_zlib_roundtrip_exact", "sliding_s64")]
+    assert "ttt_sliding" not in str(list(lg.evals))  # the progress line `ttt_sliding:done val_loss=` is no block
+    assert lg.post_ema == {"val_loss": 1.9208, "val_bpb": 1.1376, "eval_time_ms": 1977}
+    assert (lg.train_time_ms, lg.steps, lg.total_bytes, lg.val_tokens) == (600128, 7182, 15876510, 62021632)
+
+
+def test_march_sliding_eval_with_stride_before_the_loss():
+    lg = parse_seed_log(FIX / "march_sliding_eval_stride.log")
+    assert lg.evals["sliding_s64"].val_bpb == 1.15555486 and lg.headline.name == "sliding_s64"
+    assert lg.total_bytes == 15878809 and lg.evals["roundtrip"].val_bpb == 1.18908459
+
+
+def test_april_hparams_block_and_standalone_legal_ttt_exact():
+    lg = parse_seed_log(FIX / "april_legal_ttt_exact_seed42.log")
+    assert (lg.seed, lg.seed_source, lg.family) == (42, "hparams", "april")
+    assert (lg.steps, lg.train_time_ms, lg.val_tokens) == (5082, 588015, 40540160)
+    assert lg.val[-1] == {
+        "step": 5082,
+        "val_loss": 2.8167,
+        "val_bpb": 1.0904,
+        "train_time_ms": None,
+        "step_avg_ms": None,
+    }
+    assert lg.evals["roundtrip"].val_bpb == 1.10125385  # `quantized val_loss:...`
+    assert lg.evals["sliding"].val_bpb == 1.08470119
+    assert lg.evals["ttt"].val_bpb == 1.08314800 and lg.evals["ttt"].eval_time_ms == 289945
+    assert lg.headline.name == "ttt" and not lg.mislabelled
+    assert lg.post_ema["val_bpb"] == 1.08951985  # `pre-quantization post-ema` is a diagnostic, not a block
+    assert (lg.total_bytes, lg.code_bytes) == (15992546, 16719)
+    assert lg.train[0]["train_time_ms"] == 0.0  # `train_time: 0.0m`
+
+
+def test_april_timestamped_lines_and_compressed_code():
+    lg = parse_seed_log(FIX / "april_ttt_lora_stamped.txt")
+    assert (lg.seed, lg.train_shards, lg.val_tokens, lg.vocab_size) == (0, 128, 40540160, 8192)
+    assert (lg.code_bytes, lg.code_bytes_uncompressed, lg.total_bytes) == (28599, 139831, 15996697)
+    assert lg.headline.name == "ttt_phased" and lg.headline.val_bpb == 1.07216564
+    assert lg.total_eval_time_ms == 500100 and lg.train_time_ms == 587091
+    assert lg.evals["roundtrip"].val_bpb == 1.08336093  # `diagnostic quantized`
+
+
+def test_april_frontier_pr1855():
+    lg = parse_seed_log(FIX / "april_phased_pr1855_seed42.log")
+    assert (lg.seed, lg.caseops, lg.train_shards, lg.val_tokens) == (42, True, 80, 47851520)
+    assert lg.headline.name == "ttt_phased" and lg.headline.val_bpb == 1.05989454
+    assert (lg.total_bytes, lg.code_bytes, lg.total_eval_time_ms) == (15897259, 31999, 508800)
+    assert (lg.steps, lg.train_time_ms, lg.world_size) == (4945, 599592, 8)
+    assert lg.post_ema["val_bpb"] == 1.06395844 and lg.evals["roundtrip"].val_bpb == 1.07254371
+
+
+def test_ternary_key_value_dump():
+    lg = parse_seed_log(FIX / "ternary_kv_seed42.txt")
+    assert (lg.seed, lg.seed_source, lg.total_bytes, lg.train_time_ms) == (42, "hparams", 15993853, 599652)
+    assert lg.headline.name == "sliding_s16" and lg.headline.val_bpb == 1.1565
+
+
+def test_seed_fixture_excerpts_match_the_published_numbers():
+    logs = {lg.seed: lg for lg in (parse_seed_log(p) for p in sorted((FIX / "seed_pr1313").glob("*.log")))}
+    assert logs[42].evals["roundtrip"].val_bpb == 1.14456134
+    assert [m["copy_of"] for m in logs[42].mislabelled] == ["sliding_s96", "sliding_s64"]
+    agg = aggregate_logs(list(logs.values()))
+    assert agg["honest"]["method"] == "sliding_s64"  # SLOT is printed last but is two-pass
+    assert agg["honest"]["val_bpb"]["mean"] == pytest.approx(1.12294183, abs=5e-9)
+    assert agg["two_pass"]["slot"]["val_bpb"]["mean"] == pytest.approx(0.86370865, abs=5e-9)
+
+
+def test_an_unreadable_file_is_one_line_and_the_rest_go_on(tmp_path):
+    import shutil
+
+    from pgolf.report.seedlog import parse_logs
+
+    shutil.copy(FIX / "baseline_int8_zlib.log", tmp_path / "a.log")
+    (tmp_path / "notes.txt").write_text("nothing here\n")
+    (tmp_path / "requirements.txt").write_text("torch\n")  # not a log: never read
+    logs, errors = parse_logs([tmp_path, tmp_path / "missing.log"])
+    assert [Path(lg.path).name for lg in logs] == ["a.log"]
+    assert len(errors) == 2 and "notes.txt" in errors[0] and "missing.log" in errors[1]
+    assert all("\n" not in e for e in errors)
+
+
+def test_cli_from_logs_goes_on_past_a_bad_file_and_prints_json(tmp_path, capsys):
+    import json
+    import shutil
+
+    from pgolf.cli import main
+
+    for p in (FIX / "seed_pr1313").glob("*.log"):
+        shutil.copy(p, tmp_path / p.name)
+    (tmp_path / "broken.log").write_bytes(b"\x00\xff garbage\n")
+    assert main(["report", "--from-logs", str(tmp_path), "--json"]) == 0
+    out, err = capsys.readouterr()
+    d = json.loads(out)
+    assert len(d["per_seed"]) == 3 and {p["seed"] for p in d["per_seed"]} == {42, 1337, 2024}
+    assert d["honest"]["method"] == "sliding_s64" and d["aggregate"]["methods"]["slot"]["score_first"] is False
+    assert len(d["skipped"]) == 1 and "broken.log" in d["skipped"][0]
+    assert err.count("skipped:") == 1
+    assert main(["report", "--from-logs", str(tmp_path / "broken.log")]) == 2  # nothing readable: one-line error
+    assert "no readable training log" in capsys.readouterr().err
+
+
+def test_legal_ttt_record_reports_its_ttt_mean_not_sliding():
+    """2026-03-23_LeakyReLU_LegalTTT_ParallelMuon: README headline 1.1194 (legal_ttt_exact), sliding 1.1218."""
+    logs = [parse_seed_log(p) for p in sorted(FIX.glob("march_legal_ttt_seed*.log"))]
+    assert sorted(lg.seed for lg in logs) == [42, 1337, 2025]
+    agg = aggregate_logs(logs)
+    ttt = [lg.evals["ttt"].val_bpb for lg in logs]
+    assert agg["honest"]["method"] == "ttt"
+    assert agg["honest"]["val_bpb"]["mean"] == pytest.approx(sum(ttt) / 3, abs=1e-12)
+    assert round(agg["honest"]["val_bpb"]["mean"], 4) == 1.1194
+    assert round(agg["aggregate"]["methods"]["sliding_s64"]["val_bpb"]["mean"], 4) == 1.1218
+    assert agg["mislabelled_lines"] == 3  # one legacy int8 copy per log
+
+
+def test_a_reevaluation_log_replaces_its_seeds_figures(tmp_path):
+    """2026-04-23_…: ttt_pr1767/seed_N.log re-evaluates each seed's artifact; the README claims those figures."""
+    import shutil
+
+    from pgolf.report.seedlog import dedupe_logs, parse_logs
+
+    shutil.copy(FIX / "april_phased_pr1855_seed42.log", tmp_path / "train_seed42.log")
+    (tmp_path / "ttt").mkdir()
+    (tmp_path / "ttt" / "seed_42.log").write_text(
+        "quantized_ttt_phased val_loss:2.31000000 val_bpb:1.05500000 eval_time:400000ms\ntotal_eval_time:400.0s\n"
+    )
+    logs, errors = parse_logs([tmp_path])
+    assert not errors and len(logs) == 2
+    logs, notes = dedupe_logs(logs)
+    assert len(logs) == 1 and "re-evaluation of seed 42" in notes[0]
+    lg = logs[0]
+    assert lg.headline.val_bpb == 1.055 and lg.headline.source.endswith("seed_42.log")
+    assert (lg.total_eval_time_ms, lg.train_time_ms, lg.total_bytes) == (400000, 599592, 15897259)

@@ -2,7 +2,9 @@
 
     pgolf report RUN                      (re)write RUN/report.md and its figures
     pgolf report RUN RUN ... [--against X] aggregate seeds; with --against, the challenge's significance test
-    pgolf report --from-logs FILE ...     the seed-log table (PR #1313 format), mislabelled lines handled
+    pgolf report --from-logs FILE|DIR ... the table of records' own logs (every format on the challenge's
+                                          main branch); a file that cannot be read is one line, the rest go on
+    pgolf check FOLDER [--against X]      a record folder against the challenge's rules
     pgolf submission RUN ... --out DIR    write a record folder (README, submission.json, logs, code)
 
 --against takes one of:
@@ -69,6 +71,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from pgolf.report import sweep
 
     sweep.register(subparsers)
+
+    c = subparsers.add_parser(
+        "check",
+        help="check a record folder against the challenge's rules (files, bytes, times, seeds, val tokens, SLOT)",
+        description="Check a record folder (pgolf's or anyone's): the files the challenge asks for, submission.json "
+        "and its agreement with the logs, artifact bytes, training and evaluation time per seed, the number of "
+        "seeds, the validation token count, methods known not to be score-first and, with --against, the "
+        "significance rules. One line per finding; exit status 1 when a rule is broken.",
+    )
+    c.add_argument("folder", metavar="FOLDER", help="a record folder (README.md, submission.json, logs, train_gpt.py)")
+    c.add_argument(
+        "--against", metavar="SCORE_OR_FOLDER", help="a published val_loss in nats, or the record folder to beat"
+    )
+    c.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    c.set_defaults(func=cmd_check)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -267,10 +284,19 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _report_logs(args: argparse.Namespace) -> int:
-    from pgolf.report.seedlog import aggregate_logs, method_title, parse_seed_log
+    from pgolf.report.seedlog import aggregate_logs, dedupe_logs, method_title, parse_logs
 
-    logs = [parse_seed_log(p) for p in args.paths]
+    logs, errors = parse_logs(args.paths)
+    for e in errors:
+        print(f"skipped: {e}", file=sys.stderr)
+    logs, notes = dedupe_logs(logs)
+    for n in notes:
+        print(f"note: {n}", file=sys.stderr)
+    if not logs:
+        raise ReportError("no readable training log among: " + ", ".join(args.paths))
     agg = aggregate_logs(logs)
+    agg["skipped"] = errors
+    agg["deduplicated"] = notes
     for w in agg["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
     honest = agg["honest"]
@@ -309,7 +335,7 @@ def _report_logs(args: argparse.Namespace) -> int:
         print(f"* two-pass: {TWO_PASS_NOTE}")
     if honest:
         print(
-            f"best score-first: {honest['title']}: {honest['val_bpb']['mean']:.8f} bpb "
+            f"headline (the logs' last score-first figure): {honest['title']}: {honest['val_bpb']['mean']:.8f} bpb "
             f"(sample std {_fmt(honest['val_bpb']['sample_std'], 5)}), {honest['val_loss']['mean']:.8f} nats"
         )
     print(f"artifacts: {'all' if agg['all_fit'] else 'NOT all'} under 16,000,000 bytes")
@@ -354,3 +380,15 @@ def cmd_submission(args: argparse.Namespace) -> int:
         if sub.get("two_pass_slot"):
             print(f"two-pass SLOT {sub['two_pass_slot']['val_bpb']:.4f} bpb kept apart: {TWO_PASS_NOTE}")
     return 0
+
+
+# --------------------------------------------------------------------------- pgolf check
+def cmd_check(args: argparse.Namespace) -> int:
+    from pgolf.report.check import format_findings, run_checks
+
+    result = run_checks(args.folder, against=args.against)
+    if args.json:
+        print_json(result)
+    else:
+        print(format_findings(result))
+    return 0 if result["ok"] else 1

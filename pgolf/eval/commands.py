@@ -164,6 +164,13 @@ def _setup(args: argparse.Namespace):
     # The val byte sidecar when the dataset has one (CaseOps), else the tokenizer's byte tables.
     tables = load_byte_source(args.data, args.tokenizer, vocab, source=cfg.data.byte_source, caseops=cfg.data.caseops)
     tokens = load_val_tokens(args.data, vocab_size=vocab)
+    if len(tokens) < 2:
+        raise DataError(f"{args.data}: the validation split has {len(tokens)} tokens (needs at least 2 to score)")
+    from pgolf.data.tokenizer import find_tokenizer
+    from pgolf.safeio import check_data_inputs_on_main
+
+    # A swapped tokenizer of the same vocabulary scores a wrong bpb silently: check it against the manifest.
+    check_data_inputs_on_main(args.data, find_tokenizer(args.data, args.tokenizer), vocab, dinfo.is_main)
     return cfg, model, tokens, tables, dinfo
 
 

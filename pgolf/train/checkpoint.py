@@ -69,14 +69,29 @@ def save(run: Path, step: int, state: dict, optim_state: list, rank: int, world:
     return final
 
 
+def _torch_load(path: Path, device: torch.device):
+    """weights_only (no code runs); a truncated or corrupt file is one line naming it."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise PgolfError(f"{path}: checkpoint file missing") from None
+    except Exception as e:  # noqa: BLE001 - torch raises RuntimeError, UnpicklingError, EOFError... for a bad file
+        why = " ".join(str(e).split())[:160]
+        raise PgolfError(
+            f"{path}: corrupt checkpoint ({type(e).__name__}: {why}); delete it to resume from an earlier one"
+        ) from None
+
+
 def load(path: Path, rank: int, world: int, device: torch.device) -> tuple[dict, list]:
-    state = torch.load(path / "state.pt", map_location=device, weights_only=True)
+    state = _torch_load(path / "state.pt", device)
+    if not isinstance(state, dict):
+        raise PgolfError(f"{path / 'state.pt'}: corrupt checkpoint (not a state dictionary)")
     if int(state.get("world_size", 1)) != world:
         raise PgolfError(
             f"{path}: checkpoint was written by {state.get('world_size')} processes; resume with the same number "
             f"(got {world})"
         )
-    optim = torch.load(path / f"optim_rank{rank}.pt", map_location=device, weights_only=True)
+    optim = _torch_load(path / f"optim_rank{rank}.pt", device)
     return state, optim
 
 

@@ -41,18 +41,25 @@ def json_depth(data: bytes) -> int:
     return int(np.cumsum(step).max(initial=0))
 
 
-def loads_json(data: bytes | str, where: object, max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_JSON_DEPTH):
+def loads_json(
+    data: bytes | str,
+    where: object,
+    max_bytes: int = MAX_JSON_BYTES,
+    max_depth: int = MAX_JSON_DEPTH,
+    error: type[PgolfError] = PgolfError,
+    what: str = "JSON",
+):
     """`json.loads` that refuses, in one line naming `where`, what would exhaust memory or the stack."""
     raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
     if len(raw) > max_bytes:
-        raise PgolfError(f"{where}: {len(raw):,} bytes of JSON, more than the {max_bytes:,} allowed")
+        raise error(f"{where}: {len(raw):,} bytes of {what}, more than the {max_bytes:,} allowed")
     depth = json_depth(raw)
     if depth > max_depth:
-        raise PgolfError(f"{where}: JSON nested {depth} deep (at most {max_depth}); refused")
+        raise error(f"{where}: {what} nested {depth} deep (at most {max_depth}); refused")
     try:
         return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise PgolfError(f"{where}: not valid JSON ({' '.join(str(e).split())[:160]})") from None
+        raise error(f"{where}: unreadable {what} ({' '.join(str(e).split())[:160]})") from None
 
 
 def read_json_file(path: str | Path, max_bytes: int = MAX_JSON_BYTES) -> Any:

@@ -80,6 +80,10 @@ def inside(child: str | Path, parent: str | Path) -> bool:
     return c == p or p in c.parents
 
 
+class WriteError(PgolfError, OSError):
+    """A write that failed (disk full, read-only, quota): one line for the CLI, still an OSError."""
+
+
 @contextmanager
 def disk_errors(what: object) -> Iterator[None]:
     """An OSError while writing `what` (ENOSPC, EROFS, EDQUOT...) becomes one PgolfError line."""
@@ -89,7 +93,7 @@ def disk_errors(what: object) -> Iterator[None]:
         if isinstance(e, (FileNotFoundError, IsADirectoryError, NotADirectoryError)):
             raise
         why = "disk full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else (e.strerror or str(e))
-        raise PgolfError(f"{what}: cannot write ({why}); nothing was replaced") from None
+        raise WriteError(f"{what}: cannot write ({why}); nothing was replaced") from None
 
 
 # --------------------------------------------------------------------------- dataset inputs

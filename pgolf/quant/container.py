@@ -37,7 +37,7 @@ import torch
 
 from pgolf.errors import ArtifactError, PgolfError
 from pgolf.quant import codecs
-from pgolf.safeio import loads_json
+from pgolf.safeio import disk_errors, loads_json
 
 MAGIC = b"PGOLFART"
 FORMAT_VERSION = 1
@@ -66,14 +66,15 @@ def atomic_write(path: Path, data: bytes) -> None:
     """Write to a temp file beside `path`, then rename: a good file is never half-overwritten."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with disk_errors(path):  # disk full: one line, the old file kept
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 # --------------------------------------------------------------------------- codecs

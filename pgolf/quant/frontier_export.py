@@ -106,6 +106,7 @@ def export_frontier(
         codec = "xz" if q.compressor == "lzma" else "brotli"
         blob, pack = container.container_bytes(header, fq.result, codec), {"codec": codec}
         fmt = "pgolf"
+    (run_dir / EXPORT_JSON).unlink(missing_ok=True)  # never a report describing another file (issue 11)
     container.atomic_write(out, blob)
     timing["pack_s"] = time.perf_counter() - t
     for k, v in pack.get("timing", {}).items():
@@ -217,9 +218,10 @@ def dequantized_state(
 
 
 def load_frontier_model(path: Path, packed, meta, model_cfg: ModelConfig, info: dict, device):
-    from pgolf.quant.artifact import eval_model_config, model_from_state
+    from pgolf.quant.artifact import check_finite, eval_model_config, model_from_state
 
     state = dequantized_state(path, packed, meta, model_cfg)
+    check_finite(path, state)
     model = model_from_state(eval_model_config(model_cfg), state, device)
     model.artifact_info = {**info, "path": str(path)}
     return model.eval()

@@ -96,11 +96,20 @@ def load(path: Path, rank: int, world: int, device: torch.device) -> tuple[dict,
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from pgolf.safeio import disk_errors
+
+    with disk_errors(path):  # disk full: one line; the earlier checkpoints stay
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        os.close(fd)
+        try:
+            torch.save(obj, tmp)
+            os.replace(tmp, path)
+        except RuntimeError as e:  # torch's zip writer reports a failed write as a RuntimeError
+            Path(tmp).unlink(missing_ok=True)
+            if "writ" in str(e):
+                why = " ".join(str(e).split())[:120]
+                raise PgolfError(f"{path}: cannot write ({why}); nothing was replaced") from None
+            raise
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

@@ -114,3 +114,9 @@ def is_locked(run: str | Path) -> bool:
     finally:
         os.close(fd)
     return False
+
+
+def lock_owner(run: str | Path) -> str:
+    """'pid N on HOST' of the run's lock file, for messages."""
+    owner = _owner(Path(run) / LOCK_NAME)
+    return f"pid {owner.get('pid', '?')} on {owner.get('host', '?')}"

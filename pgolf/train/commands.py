@@ -127,7 +127,7 @@ class RunStart:
 
     def __init__(self, out: Path, cfg: Config, data: Path, *, resume: bool, force: bool, preset: str | None):
         from pgolf.data.tokenizer import find_tokenizer
-        from pgolf.runlock import RunLock, is_locked
+        from pgolf.runlock import LOCK_NAME, RunLock, is_locked, lock_owner
         from pgolf.safeio import check_data_inputs, inside
 
         self.out, self.old, self.created, self.resume = out, None, False, resume
@@ -143,9 +143,12 @@ class RunStart:
                 raise ConfigError(f"--out {out} lies inside {flag} {p}: a run is not written into its input")
         tok = find_tokenizer(data, cfg.data.tokenizer_path or None)
         check_data_inputs(data, tok, cfg.model.vocab_size)
-        non_empty = out.exists() and (not out.is_dir() or any(out.iterdir()))
         if out.exists() and not out.is_dir():
             raise ConfigError(f"{out}: exists and is not a directory")
+        if out.is_dir() and is_locked(out):
+            raise ConfigError(f"{out}: in use by another pgolf process ({lock_owner(out)}); not touched")
+        # A lock file alone (left by a killed start) does not make a directory a run.
+        non_empty = out.is_dir() and any(p.name != LOCK_NAME for p in out.iterdir())
         if non_empty and not resume:
             if not force:
                 raise ConfigError(
@@ -153,8 +156,6 @@ class RunStart:
                 )
             if not is_run_dir(out):
                 raise ConfigError(f"{out}: not a pgolf run directory (no config.json/train.log); --force refuses it")
-            if is_locked(out):
-                raise ConfigError(f"{out}: a pgolf process is training into it; --force will not replace it")
             self.old = out.with_name(f".{out.name}.old-{os.getpid()}")
             os.rename(out, self.old)  # aside, not deleted: `abort` brings it back
         self.created = not out.exists()

@@ -519,6 +519,11 @@ def write_submission_folder(
     """Write the record folder: README.md, submission.json, train_seed<N>.log, pgolf/, requirements.txt,
     train_gpt.py. Built in a temp folder beside `out_dir`, then renamed into place."""
     out = Path(out_dir)
+    for flag, text in (("--name", name), ("--author", author), ("--github-id", github_id), ("--blurb", blurb)):
+        try:
+            str(text).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ReportError(f"{flag} {ascii(text)}: not valid UTF-8 text") from None
     if out.exists() and not out.is_dir():
         raise ReportError(f"{out}: exists and is not a directory")
     if out.is_dir() and any(out.iterdir()):

@@ -65,3 +65,22 @@ def one_line_error(r) -> str:
     assert len(lines) == 1 and lines[0].startswith("pgolf: error: "), r.stderr[-2000:]
     assert "Traceback" not in r.stderr
     return lines[0]
+
+
+class _Result:
+    def __init__(self, returncode: int, stdout: str, stderr: str):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+@pytest.fixture()
+def cli(capsys):
+    """`pgolf ARGS` in this process (the CLI's own main and error handling, no interpreter start-up)."""
+    from pgolf.cli import main
+
+    def run(*args: str) -> _Result:
+        capsys.readouterr()
+        rc = main(list(args))
+        out = capsys.readouterr()
+        return _Result(rc, out.out, out.err)
+
+    return run

@@ -40,20 +40,20 @@ def test_force_refuses_an_out_that_contains_the_data(small_data, tmp_path):
     assert _snapshot(proj) == before
 
 
-def test_force_refuses_a_directory_that_is_not_a_run(small_data, tmp_path):
+def test_force_refuses_a_directory_that_is_not_a_run(small_data, tmp_path, cli):
     notes = tmp_path / "notes"
     notes.mkdir()
     (notes / "thesis.tex").write_text("years of work")
-    r = run_pgolf("train", *TINY, "--data", str(small_data), "--out", str(notes), "--force")
+    r = cli("train", *TINY, "--data", str(small_data), "--out", str(notes), "--force")
     assert "not a pgolf run directory" in one_line_error(r)
     assert (notes / "thesis.tex").read_text() == "years of work"
 
 
-def test_force_refuses_a_dataset_directory(small_data, tmp_path):
+def test_force_refuses_a_dataset_directory(small_data, tmp_path, cli):
     d = tmp_path / "d"
     shutil.copytree(small_data, d)
     (d / "train.log").write_text("")  # a stray log does not make a dataset a run
-    r = run_pgolf("train", *TINY, "--data", str(small_data), "--out", str(d), "--force")
+    r = cli("train", *TINY, "--data", str(small_data), "--out", str(d), "--force")
     assert "not a pgolf run directory" in one_line_error(r)
     assert (d / "manifest.json").is_file()
 
@@ -67,7 +67,7 @@ def test_force_replaces_a_run_only_after_the_new_one_started(run_copy, small_dat
     assert not (run_copy / LOCK_NAME).exists()  # released at the end
 
 
-def test_a_failed_start_restores_the_replaced_run(run_copy, small_data, tmp_path):
+def test_a_failed_start_restores_the_replaced_run(run_copy, small_data, tmp_path, cli):
     """The Trainer refuses (empty val split) after the old run was set aside: it comes back."""
     bad = tmp_path / "bad"
     shutil.copytree(small_data, bad)
@@ -76,19 +76,19 @@ def test_a_failed_start_restores_the_replaced_run(run_copy, small_data, tmp_path
     write_shard(bad / "fineweb_val_000000.bin", np.zeros(0, np.uint16))
     (bad / "manifest.json").unlink()  # a hand-made directory: only the Trainer can notice
     before = _snapshot(run_copy)
-    r = run_pgolf("train", *TINY, "--data", str(bad), "--out", str(run_copy), "--force")
+    r = cli("train", *TINY, "--data", str(bad), "--out", str(run_copy), "--force")
     assert "validation split has 0 tokens" in one_line_error(r)  # not "--max-tokens must be >= 1"
     assert _snapshot(run_copy) == before
 
 
-def test_a_failed_start_leaves_no_half_made_out(small_data, tmp_path):
+def test_a_failed_start_leaves_no_half_made_out(small_data, tmp_path, cli):
     bad = tmp_path / "bad"
     shutil.copytree(small_data, bad)
     (bad / "manifest.json").unlink()
     (bad / "fineweb_val_000000.bin").unlink()
     write_shard(bad / "fineweb_val_000000.bin", np.zeros(0, np.uint16))
     out = tmp_path / "new"
-    one_line_error(run_pgolf("train", *TINY, "--data", str(bad), "--out", str(out)))
+    one_line_error(cli("train", *TINY, "--data", str(bad), "--out", str(out)))
     assert not out.exists()  # the retry is not blocked
 
 
@@ -101,31 +101,31 @@ def test_a_swapped_tokenizer_is_refused_by_train(small_data, tmp_path):
     assert "tokenizer.model" in msg and "sha256" in msg and "bpb would be wrong" in msg
 
 
-def test_a_one_bit_shard_edit_is_refused(small_data, tmp_path):
+def test_a_one_bit_shard_edit_is_refused(small_data, tmp_path, cli):
     d = tmp_path / "d"
     shutil.copytree(small_data, d)
     shard = d / "fineweb_train_000000.bin"
     b = bytearray(shard.read_bytes())
     b[5000] ^= 1
     shard.write_bytes(bytes(b))
-    msg = one_line_error(run_pgolf("train", *TINY, "--data", str(d), "--out", str(tmp_path / "r")))
+    msg = one_line_error(cli("train", *TINY, "--data", str(d), "--out", str(tmp_path / "r")))
     assert "fineweb_train_000000.bin" in msg and "differs from manifest.json" in msg
 
 
-def test_an_unlisted_shard_is_refused(small_data, tmp_path):
+def test_an_unlisted_shard_is_refused(small_data, tmp_path, cli):
     d = tmp_path / "d"
     shutil.copytree(small_data, d)
     shutil.copyfile(d / "fineweb_train_000000.bin", d / "fineweb_train_000001.bin")
-    msg = one_line_error(run_pgolf("train", *TINY, "--data", str(d), "--out", str(tmp_path / "r")))
+    msg = one_line_error(cli("train", *TINY, "--data", str(d), "--out", str(tmp_path / "r")))
     assert "fineweb_train_000001.bin" in msg and "does not list" in msg
 
 
 @pytest.mark.parametrize("body", ["{", "[1, 2]", "[" * 200_000 + "]" * 200_000])
-def test_an_invalid_manifest_is_refused(small_data, tmp_path, body):
+def test_an_invalid_manifest_is_refused(small_data, tmp_path, body, cli):
     d = tmp_path / "d"
     shutil.copytree(small_data, d)
     (d / "manifest.json").write_text(body)
-    msg = one_line_error(run_pgolf("train", *TINY, "--data", str(d), "--out", str(tmp_path / "r")))
+    msg = one_line_error(cli("train", *TINY, "--data", str(d), "--out", str(tmp_path / "r")))
     assert "manifest.json" in msg
 
 

@@ -67,6 +67,7 @@ def read_run(run_dir: str | Path) -> tuple[Config, dict[str, Tensor]]:
     extra = sorted(set(state) - set(template))
     if extra:
         raise ArtifactError(f"{w_path}: {len(extra)} tensors the run's config lacks (first: {extra[0]})")
+    check_finite(w_path, state)
     return cfg, state
 
 

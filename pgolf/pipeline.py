@@ -191,6 +191,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{out}: output directory exists and is not empty; choose another --out")
     check_before_run(data, cfg, info.is_main, log)  # pgolf data verify: bytes, leak, shards
     summaries = []
+    from pgolf.runlock import RunLock
+
+    lock = RunLock(out).acquire() if info.is_main else None  # one `pgolf run` per --out (issue 11)
     try:
         for seed in seeds:
             cfg_seed = Config.from_dict({**cfg.to_dict(), "train": {**cfg.to_dict()["train"], "seed": seed}})
@@ -202,6 +205,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 run_one(cfg_seed, data, run_dir, methods, args.quant, args.eval_tokens, show_progress=not args.quiet)
             )
     finally:
+        if lock is not None:
+            lock.release()
         dist.shutdown()
     if not info.is_main:
         return 0

@@ -41,6 +41,18 @@ def small_data(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def other_tokenizer(tmp_path_factory) -> Path:
+    """A second 512-token tokenizer (other documents): the same vocabulary size, other pieces."""
+    from _data_fixtures import topics_texts
+
+    from pgolf.data.tokenizer import train_tokenizer
+
+    out = tmp_path_factory.mktemp("hostile_tok") / "other.model"
+    train_tokenizer(iter(topics_texts()[60:140]), out, 512)
+    return out
+
+
+@pytest.fixture(scope="session")
 def small_run(small_data, tmp_path_factory) -> Path:
     """A finished 2-step run of the tiny model (with checkpoints), trained once through the CLI."""
     from _data_fixtures import run_pgolf

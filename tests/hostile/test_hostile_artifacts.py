@@ -194,3 +194,34 @@ def test_resume_end_to_end_names_the_corrupt_checkpoint(run_copy):
     msg = one_line_error(run_pgolf("train", "--resume", str(run_copy)))
     assert "state.pt" in msg and "corrupt checkpoint" in msg
     shutil.rmtree(ckpt)  # the hint: delete it and resume from the one before
+
+
+# ---------------------------------------------------------------- a swapped tokenizer at evaluation
+@pytest.fixture()
+def swapped(small_data, other_tokenizer, tmp_path):
+    d = tmp_path / "swapped"
+    shutil.copytree(small_data, d)
+    shutil.copyfile(other_tokenizer, d / "tokenizer.model")  # another tokenizer; the shards stay
+    return d
+
+
+def test_eval_refuses_a_swapped_tokenizer_end_to_end(exported, swapped):
+    r = run_pgolf("eval", str(exported / "a.pgolf"), "--data", str(swapped), "--method", "plain")
+    assert "bpb would be wrong" in one_line_error(r)
+
+
+def test_audit_refuses_a_swapped_tokenizer(exported, swapped, cli):
+    r = cli("audit", str(exported / "a.pgolf"), "--data", str(swapped), "--method", "plain")
+    assert "bpb would be wrong" in one_line_error(r)
+
+
+def test_eval_refuses_an_explicit_tokenizer_the_data_was_not_built_with(exported, small_data, other_tokenizer, cli):
+    r = cli("eval", str(exported / "a.pgolf"), "--data", str(small_data), "--tokenizer", str(other_tokenizer),
+            "--method", "plain")  # fmt: skip
+    assert "bpb would be wrong" in one_line_error(r)
+
+
+def test_run_refuses_a_swapped_tokenizer(swapped, tmp_path, cli):
+    r = cli("run", *TINY, "--data", str(swapped), "--out", str(tmp_path / "r"), "--set", "data.verify=off")
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "bpb would be wrong" in last

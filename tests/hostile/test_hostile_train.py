@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from _data_fixtures import OFFICIAL_MODEL, REPO_ROOT, run_pgolf
+from _data_fixtures import REPO_ROOT, run_pgolf
 from conftest import TINY, one_line_error
 
 from pgolf.data.shards import write_shard
@@ -93,10 +93,10 @@ def test_a_failed_start_leaves_no_half_made_out(small_data, tmp_path, cli):
 
 
 # ---------------------------------------------------------------- item 3: tokenizer and shards
-def test_a_swapped_tokenizer_is_refused_by_train(small_data, tmp_path):
+def test_a_swapped_tokenizer_is_refused_by_train(small_data, other_tokenizer, tmp_path):
     d = tmp_path / "d"
     shutil.copytree(small_data, d)
-    shutil.copyfile(OFFICIAL_MODEL, d / "tokenizer.model")
+    shutil.copyfile(other_tokenizer, d / "tokenizer.model")  # the same vocabulary size
     msg = one_line_error(run_pgolf("train", *TINY, "--data", str(d), "--out", str(tmp_path / "r")))
     assert "tokenizer.model" in msg and "sha256" in msg and "bpb would be wrong" in msg
 

@@ -184,7 +184,7 @@ def decompress(data: bytes, codec: str, size: int, where: str) -> bytes:
         out = _bounded(data, codec, size, where)
     if len(out) != size:
         raise ArtifactError(f"{where}: decompresses to {len(out)} bytes, the header says {size}")
-    return out
+    return bytes(out)
 
 
 def _bounded(data: bytes, codec: str, size: int, where: str) -> bytes:
@@ -206,7 +206,7 @@ def _bounded(data: bytes, codec: str, size: int, where: str) -> bytes:
     return out
 
 
-def _brotli_bounded(dec, data: bytes, limit: int, step: int = 1 << 20) -> tuple[bytes, bool]:
+def _brotli_bounded(dec, data: bytes, limit: int, step: int = 1 << 20) -> tuple[bytearray, bool]:
     """At most about `limit` bytes: brotli's output_buffer_limit is a hint per call, so the
     output is pulled in `step`-sized pieces and the loop stops once `limit` is reached."""
     buf = bytearray(dec.process(data, output_buffer_limit=min(step, limit)))
@@ -215,7 +215,7 @@ def _brotli_bounded(dec, data: bytes, limit: int, step: int = 1 << 20) -> tuple[
         if not more:
             break  # the input ran out before the stream did: truncated
         buf += more
-    return bytes(buf), dec.is_finished()
+    return buf, dec.is_finished()  # a bytearray: copied to bytes only once its size is accepted
 
 
 def decompress_unknown_size(data: bytes, codec: str, max_size: int, where: str) -> bytes:
@@ -225,4 +225,4 @@ def decompress_unknown_size(data: bytes, codec: str, max_size: int, where: str) 
     out = _bounded(data, codec, max_size, where)
     if len(out) > max_size:
         raise ArtifactError(f"{where}: decompresses to more than {max_size} bytes; refused")
-    return out
+    return bytes(out)

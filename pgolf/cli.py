@@ -12,6 +12,7 @@ pgolf check                               a record folder (anyone's) against the
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
@@ -54,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pgolf: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # a full or read-only disk anywhere: one line, not a traceback (issue 11)
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            raise
+        print(f"pgolf: error: {e.filename or 'write'}: {e.strerror}", file=sys.stderr)
+        return 2
     return int(rc or 0)
 
 

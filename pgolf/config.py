@@ -67,31 +67,35 @@ def _f(
 
 @dataclass
 class ModelConfig:
-    vocab_size: int = _f(1024, "VOCAB_SIZE", "must equal the tokenizer's vocabulary")
-    num_layers: int = _f(11, "NUM_LAYERS")
-    model_dim: int = _f(512, "MODEL_DIM")
-    num_heads: int = _f(8, "NUM_HEADS")
-    num_kv_heads: int = _f(4, "NUM_KV_HEADS", "must divide num_heads (GQA)")
-    mlp_mult: float = _f(3.0, "MLP_MULT", "MLP hidden = int(mlp_mult * model_dim)")
+    vocab_size: int = _f(1024, "VOCAB_SIZE", "must equal the tokenizer's vocabulary", ge=2, le=65536)
+    num_layers: int = _f(11, "NUM_LAYERS", ge=1, le=128)
+    model_dim: int = _f(512, "MODEL_DIM", ge=2, le=4096)
+    num_heads: int = _f(8, "NUM_HEADS", ge=1, le=128)
+    num_kv_heads: int = _f(4, "NUM_KV_HEADS", "must divide num_heads (GQA)", ge=1, le=128)
+    mlp_mult: float = _f(3.0, "MLP_MULT", "MLP hidden = int(mlp_mult * model_dim)", gt=0, le=16)
     tie_embeddings: bool = _f(True, "TIE_EMBEDDINGS")
-    tied_embed_init_std: float = _f(0.005, "TIED_EMBED_INIT_STD")
-    rope_base: float = _f(10000.0, "ROPE_BASE")
-    rope_dims: int = _f(16, "ROPE_DIMS", "rotated channels per head, 0 = all")
-    rope_ref_len: int = _f(1024, "ROPE_TRAIN_SEQ_LEN", "NTK base rescaling applies above this length (seed: 1024)")
-    logit_softcap: float = _f(30.0, "LOGIT_SOFTCAP")
-    qk_gain_init: float = _f(4.0, "QK_GAIN_INIT")
-    bigram_vocab_size: int = _f(1024, "BIGRAM_VOCAB_SIZE", "0 disables BigramHash")
-    bigram_dim: int = _f(128, "BIGRAM_DIM")
-    xsa_last_n: int = _f(11, "XSA_LAST_N", "XSA on the last N layers")
+    tied_embed_init_std: float = _f(0.005, "TIED_EMBED_INIT_STD", ge=0, le=10)
+    rope_base: float = _f(10000.0, "ROPE_BASE", gt=0, le=1e12)
+    rope_dims: int = _f(16, "ROPE_DIMS", "rotated channels per head, 0 = all", ge=0, le=1024)
+    rope_ref_len: int = _f(
+        1024, "ROPE_TRAIN_SEQ_LEN", "NTK base rescaling applies above this length (seed: 1024)", ge=1, le=1 << 20
+    )
+    logit_softcap: float = _f(30.0, "LOGIT_SOFTCAP", gt=0, le=1e4)
+    qk_gain_init: float = _f(4.0, "QK_GAIN_INIT", ge=0, le=1e3)
+    bigram_vocab_size: int = _f(1024, "BIGRAM_VOCAB_SIZE", "0 disables BigramHash", ge=0, le=1 << 20)
+    bigram_dim: int = _f(128, "BIGRAM_DIM", ge=0, le=4096)
+    xsa_last_n: int = _f(11, "XSA_LAST_N", "XSA on the last N layers", ge=0, le=128)
     ln_scale: bool = _f(True, "LN_SCALE", "1/sqrt(layer+1) scaling of block inputs")
     dtg_enabled: bool = _f(False, "DTG_ENABLED")
     ve_enabled: bool = _f(True, "VE_ENABLED")
-    ve_dim: int = _f(128, "VE_DIM")
-    ve_layers: tuple[int, ...] = _f((9, 10), "VE_LAYERS")
+    ve_dim: int = _f(128, "VE_DIM", ge=0, le=4096)
+    ve_layers: tuple[int, ...] = _f((9, 10), "VE_LAYERS", ge=0, lt=128)
     vrl_enabled: bool = _f(True, "VRL_ENABLED")
-    mtp_num_heads: int = _f(0, "MTP_NUM_HEADS")
-    mtp_loss_weight: float = _f(0.2, "MTP_LOSS_WEIGHT")
-    embed_dtype: str = _f("bfloat16", None, "storage dtype of the embedding tables (seed: bfloat16)")
+    mtp_num_heads: int = _f(0, "MTP_NUM_HEADS", ge=0, le=16)
+    mtp_loss_weight: float = _f(0.2, "MTP_LOSS_WEIGHT", ge=0, le=100)
+    embed_dtype: str = _f(
+        "bfloat16", None, "storage dtype of the embedding tables (seed: bfloat16)", choices=("float32", "bfloat16")
+    )
     control_patterns: tuple[str, ...] = _f(SEED_CONTROL_PATTERNS, "CONTROL_TENSOR_NAME_PATTERNS")
     # -- seed numerics (issue 17)
     rope_table: str = _f(
@@ -99,32 +103,53 @@ class ModelConfig:
         None,
         "seed: bf16 inv_freq and positions for T <= rope_ref_len, fp32 NTK above (the seed) | fp32 "
         "| frontier: bf16-rounded inv_freq, fp32 positions and tables (#1855)",
+        choices=("seed", "fp32", "frontier"),
     )
     # ---- the frontier record's network (PR #1855, FRONTIER F2); every option is off in the seed's presets
     rope_yarn: bool = _f(True, "ROPE_YARN", "NTK base rescaling above rope_ref_len (the seed); #1855 runs without")
     seed_smear: bool = _f(True, None, "the seed's per-channel SmearGate after the input norm")
     smear_gate_enabled: bool = _f(False, "SMEAR_GATE_ENABLED", "input-dependent SmearGate on the raw embedding (F2.2)")
     smear_gate_bos_fix: bool = _f(True, "SMEAR_GATE_BOS_FIX", "never smear into a BOS (0 = #2135's leak)")
-    gate_window: int = _f(12, "GATE_WINDOW", "leading channels read by the smear and attention gates")
+    gate_window: int = _f(12, "GATE_WINDOW", "leading channels read by the smear and attention gates", ge=1, le=4096)
     sparse_attn_gate_enabled: bool = _f(False, "SPARSE_ATTN_GATE_ENABLED", "per-head output gate from 12 channels")
-    sparse_attn_gate_scale: float = _f(1.0, "SPARSE_ATTN_GATE_SCALE")
-    sparse_attn_gate_init_std: float = _f(0.0, "SPARSE_ATTN_GATE_INIT_STD")
+    sparse_attn_gate_scale: float = _f(1.0, "SPARSE_ATTN_GATE_SCALE", ge=0, le=1e3)
+    sparse_attn_gate_init_std: float = _f(0.0, "SPARSE_ATTN_GATE_INIT_STD", ge=0, le=10)
     gated_attn_enabled: bool = _f(False, "GATED_ATTN_ENABLED", "dense per-head output gate from all channels")
-    gated_attn_init_std: float = _f(0.01, "GATED_ATTN_INIT_STD")
+    gated_attn_init_std: float = _f(0.01, "GATED_ATTN_INIT_STD", ge=0, le=10)
     attn_out_gate_enabled: bool = _f(False, "ATTN_OUT_GATE_ENABLED", "2*sigmoid per-head gate (#1667)")
-    attn_out_gate_src: str = _f("proj", "ATTN_OUT_GATE_SRC", "proj (block input) | q (raw q projection)")
-    num_loops: int = _f(0, "NUM_LOOPS", "depth recurrence: extra passes over layers loop_start..loop_end (0 = off)")
-    loop_start: int = _f(3, "LOOP_START")
-    loop_end: int = _f(5, "LOOP_END", "inclusive")
-    enable_looping_at: float = _f(0.35, "ENABLE_LOOPING_AT", "training fraction at which the loops switch on")
+    attn_out_gate_src: str = _f(
+        "proj", "ATTN_OUT_GATE_SRC", "proj (block input) | q (raw q projection)", choices=("proj", "q")
+    )
+    num_loops: int = _f(
+        0, "NUM_LOOPS", "depth recurrence: extra passes over layers loop_start..loop_end (0 = off)", ge=0, le=16
+    )
+    loop_start: int = _f(3, "LOOP_START", ge=0, lt=128)
+    loop_end: int = _f(5, "LOOP_END", "inclusive", ge=0, lt=128)
+    enable_looping_at: float = _f(
+        0.35, "ENABLE_LOOPING_AT", "training fraction at which the loops switch on", ge=0, le=1
+    )
     skip_gates_enabled: bool = _f(False, "SKIP_GATES_ENABLED", "sigmoid-gated U-Net skips: lerp(w*s, x, sigmoid(g))")
-    parallel_start_layer: int = _f(0, "PARALLEL_START_LAYER", "two residual lanes from this decoder layer (0 = off)")
-    parallel_final_lane: str = _f("mean", "PARALLEL_FINAL_LANE", "mean | attn | mlp")
+    parallel_start_layer: int = _f(
+        0, "PARALLEL_START_LAYER", "two residual lanes from this decoder layer (0 = off)", ge=0, lt=128
+    )
+    parallel_final_lane: str = _f("mean", "PARALLEL_FINAL_LANE", "mean | attn | mlp", choices=("mean", "attn", "mlp"))
     doc_attention: bool = _f(False, None, "no position attends across a BOS (document-bounded causal attention)")
-    doc_max_len: int = _f(0, None, "document attention cuts documents every N tokens from their start (0 = never)")
-    rope_positions: str = _f("auto", None, "row | document | auto (document with doc_attention, else row)")
+    doc_max_len: int = _f(
+        0, None, "document attention cuts documents every N tokens from their start (0 = never)", ge=0, le=1 << 24
+    )
+    rope_positions: str = _f(
+        "auto",
+        None,
+        "row | document | auto (document with doc_attention, else row)",
+        choices=("auto", "row", "document"),
+    )
     fused_ce: bool = _f(False, "FUSED_CE_ENABLED", "training soft-caps the raw logits in fp32 (#1855's fused CE)")
-    init_order: str = _f("seed", None, "CPU RNG draw order of the init: seed (#1313) | frontier (#1855's banks)")
+    init_order: str = _f(
+        "seed",
+        None,
+        "CPU RNG draw order of the init: seed (#1313) | frontier (#1855's banks)",
+        choices=("seed", "frontier"),
+    )
 
     @property
     def head_dim(self) -> int:
@@ -146,39 +171,48 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    seed: int = _f(1337, "SEED")
+    seed: int = _f(1337, "SEED", ge=0, le=2**32 - 1)
     run_id: str = _f("", "RUN_ID")
-    iterations: int = _f(20000, "ITERATIONS")
-    warmdown_iters: int = _f(3500, "WARMDOWN_ITERS")
-    warmup_steps: int = _f(20, "WARMUP_STEPS", "compile warm-up steps, run then undone")
-    train_batch_tokens: int = _f(786432, "TRAIN_BATCH_TOKENS")
-    train_seq_len: int = _f(2048, "TRAIN_SEQ_LEN")
-    grad_accum_steps: int = _f(0, "GRAD_ACCUM_STEPS", "0 = seed rule: 8 // world_size (min 1)")
-    max_wallclock_seconds: float = _f(600.0, "MAX_WALLCLOCK_SECONDS", "<= 0 disables the cap")
-    val_loss_every: int = _f(4000, "VAL_LOSS_EVERY", "0 = only at the end")
-    val_batch_size: int = _f(524288, "VAL_BATCH_SIZE")
+    iterations: int = _f(20000, "ITERATIONS", ge=0, le=10**9)
+    warmdown_iters: int = _f(3500, "WARMDOWN_ITERS", ge=0, le=10**9)
+    warmup_steps: int = _f(20, "WARMUP_STEPS", "compile warm-up steps, run then undone", ge=0, le=10**6)
+    train_batch_tokens: int = _f(786432, "TRAIN_BATCH_TOKENS", ge=1, le=1 << 30)
+    train_seq_len: int = _f(2048, "TRAIN_SEQ_LEN", ge=1, le=1 << 20)
+    grad_accum_steps: int = _f(0, "GRAD_ACCUM_STEPS", "0 = seed rule: 8 // world_size (min 1)", ge=0, le=4096)
+    max_wallclock_seconds: float = _f(600.0, "MAX_WALLCLOCK_SECONDS", "<= 0 disables the cap", le=1e7)
+    val_loss_every: int = _f(4000, "VAL_LOSS_EVERY", "0 = only at the end", ge=0, le=10**9)
+    val_batch_size: int = _f(524288, "VAL_BATCH_SIZE", ge=1, le=1 << 32)
     val_max_tokens: int = _f(
-        0, None, "periodic validation on at most the first N targets (0 = all); the last and post-EMA ones use all"
+        0,
+        None,
+        "periodic validation on at most the first N targets (0 = all); the last and post-EMA ones use all",
+        ge=0,
+        le=1 << 40,
     )
-    train_log_every: int = _f(500, "TRAIN_LOG_EVERY")
+    train_log_every: int = _f(500, "TRAIN_LOG_EVERY", ge=0, le=10**9)
     ema_enabled: bool = _f(True, None)
-    ema_decay: float = _f(0.997, "EMA_DECAY")
+    ema_decay: float = _f(0.997, "EMA_DECAY", gt=0, lt=1)
     swa_enabled: bool = _f(False, "SWA_ENABLED", "apply the SWA average (seed: collected, never used)")
-    swa_every: int = _f(50, "SWA_EVERY")
-    swa_threshold: float = _f(0.2, None, "collect SWA while the LR multiplier is below this")
+    swa_every: int = _f(50, "SWA_EVERY", ge=1, le=10**9)
+    swa_threshold: float = _f(0.2, None, "collect SWA while the LR multiplier is below this", ge=0, le=1)
     qat_enabled: bool = _f(False, "QAT_ENABLED")
-    late_qat_threshold: float = _f(0.15, "LATE_QAT_THRESHOLD", "0 disables late QAT")
-    checkpoint_every: int = _f(1000, None, "steps between checkpoints (0 = none)")
-    keep_checkpoints: int = _f(2, None)
+    late_qat_threshold: float = _f(0.15, "LATE_QAT_THRESHOLD", "0 disables late QAT", ge=0, le=1)
+    checkpoint_every: int = _f(1000, None, "steps between checkpoints (0 = none)", ge=0, le=10**9)
+    keep_checkpoints: int = _f(2, None, ge=1, le=1000)
     # --- data engineer (issue 12): the training loader
     loader: str = _f(
-        "stream", None, "stream: the seed's token stream | packing: FRONTIER F1.6 document packing ([1, local] rows)"
+        "stream",
+        None,
+        "stream: the seed's token stream | packing: FRONTIER F1.6 document packing ([1, local] rows)",
+        choices=("stream", "packing"),
     )
 
     # ---- the frontier record's schedule (PR #1855, FRONTIER F3.5)
-    warmdown_frac: float = _f(0.0, "WARMDOWN_FRAC", "> 0: warm down over this fraction of the budget (#1855)")
-    min_lr: float = _f(0.0, "MIN_LR", "floor of the LR multiplier during the warm-down")
-    gptq_reserve_seconds: float = _f(0.0, "GPTQ_RESERVE_SECONDS", "held back from the training budget")
+    warmdown_frac: float = _f(
+        0.0, "WARMDOWN_FRAC", "> 0: warm down over this fraction of the budget (#1855)", ge=0, le=1
+    )
+    min_lr: float = _f(0.0, "MIN_LR", "floor of the LR multiplier during the warm-down", ge=0, le=1)
+    gptq_reserve_seconds: float = _f(0.0, "GPTQ_RESERVE_SECONDS", "held back from the training budget", ge=0, le=1e6)
     warmup_full_steps: bool = _f(False, None, "warm-up steps ramp momentum and clip like real ones (#1855)")
     # ---- the main job (issue 16): what an idle machine of the preset's kind does in its budget
     expected_steps: int = _f(
@@ -189,57 +223,73 @@ class TrainConfig:
 
 @dataclass
 class OptimConfig:
-    embed_lr: float = _f(0.6, "EMBED_LR")
-    head_lr: float = _f(0.008, "HEAD_LR")
-    tied_embed_lr: float = _f(0.035, "TIED_EMBED_LR")
-    matrix_lr: float = _f(0.025, "MATRIX_LR")
-    scalar_lr: float = _f(0.025, "SCALAR_LR")
-    muon_momentum: float = _f(0.99, "MUON_MOMENTUM")
-    muon_backend_steps: int = _f(5, "MUON_BACKEND_STEPS")
+    embed_lr: float = _f(0.6, "EMBED_LR", ge=0)
+    head_lr: float = _f(0.008, "HEAD_LR", ge=0)
+    tied_embed_lr: float = _f(0.035, "TIED_EMBED_LR", ge=0)
+    matrix_lr: float = _f(0.025, "MATRIX_LR", ge=0)
+    scalar_lr: float = _f(0.025, "SCALAR_LR", ge=0)
+    muon_momentum: float = _f(0.99, "MUON_MOMENTUM", ge=0, lt=1)
+    muon_backend_steps: int = _f(5, "MUON_BACKEND_STEPS", ge=1, le=100)
     muon_dtype: str = _f(
-        "auto", None, "Newton-Schulz dtype: auto (bf16 on CUDA as the seed, fp32 on CPU) | bfloat16 | float32"
+        "auto",
+        None,
+        "Newton-Schulz dtype: auto (bf16 on CUDA as the seed, fp32 on CPU) | bfloat16 | float32",
+        choices=("auto", "bfloat16", "float32"),
     )
-    muon_momentum_warmup_start: float = _f(0.92, "MUON_MOMENTUM_WARMUP_START")
-    muon_momentum_warmup_steps: int = _f(1500, "MUON_MOMENTUM_WARMUP_STEPS")
-    beta1: float = _f(0.9, "BETA1")
-    beta2: float = _f(0.95, "BETA2")
-    adam_eps: float = _f(1e-8, "ADAM_EPS")
-    grad_clip_norm: float = _f(0.3, "GRAD_CLIP_NORM", "<= 0 disables")
-    muon_wd: float = _f(0.04, "MUON_WD")
-    adam_wd: float = _f(0.04, "ADAM_WD")
+    muon_momentum_warmup_start: float = _f(0.92, "MUON_MOMENTUM_WARMUP_START", ge=0, lt=1)
+    muon_momentum_warmup_steps: int = _f(1500, "MUON_MOMENTUM_WARMUP_STEPS", ge=0, le=10**9)
+    beta1: float = _f(0.9, "BETA1", ge=0, lt=1)
+    beta2: float = _f(0.95, "BETA2", ge=0, lt=1)
+    adam_eps: float = _f(1e-8, "ADAM_EPS", gt=0, le=1)
+    grad_clip_norm: float = _f(0.3, "GRAD_CLIP_NORM", "<= 0 disables", le=1e9)
+    muon_wd: float = _f(0.04, "MUON_WD", ge=0, le=10)
+    adam_wd: float = _f(0.04, "ADAM_WD", ge=0, le=10)
     # ---- the frontier record's optimiser (PR #1855, FRONTIER F3.1-F3.3)
-    embed_wd: float = _f(-1.0, "EMBED_WD", "weight decay of the embedding AdamW (< 0: adam_wd, as the seed)")
-    muon_ns_coeffs: str = _f("seed", None, "Newton-Schulz coefficients: seed (one quintic) | polar_express (5)")
+    embed_wd: float = _f(-1.0, "EMBED_WD", "weight decay of the embedding AdamW (< 0: adam_wd, as the seed)", le=10)
+    muon_ns_coeffs: str = _f(
+        "seed", None, "Newton-Schulz coefficients: seed (one quintic) | polar_express (5)", choices=tuple(NS_TUPLES)
+    )
     muon_row_normalize: bool = _f(False, "MUON_ROW_NORMALIZE", "MuonEq-R: unit rows after Nesterov, before NS")
-    muon_momentum_dtype: str = _f("float32", None, "Muon's gradient and momentum buffer: float32 | bfloat16 (#1855)")
+    muon_momentum_dtype: str = _f(
+        "float32",
+        None,
+        "Muon's gradient and momentum buffer: float32 | bfloat16 (#1855)",
+        choices=("float32", "bfloat16"),
+    )
     muon_momentum_leak: bool = _f(False, None, "keep Muon momentum from the undone warm-up (#1855 at W>1, F4.4)")
-    grad_clip_scope: str = _f("global", None, "global: clip the averaged gradient | rank: each rank's own (F4.2)")
+    grad_clip_scope: str = _f(
+        "global", None, "global: clip the averaged gradient | rank: each rank's own (F4.2)", choices=("global", "rank")
+    )
 
 
 @dataclass
 class EvalConfig:
-    seq_len: int = _f(2048, "EVAL_SEQ_LEN", "<= 0 means train.train_seq_len")
-    stride: int = _f(96, "EVAL_STRIDE")
-    batch_seqs: int = _f(32, None, "windows (or sequences) per batch")
+    seq_len: int = _f(2048, "EVAL_SEQ_LEN", "<= 0 means train.train_seq_len", le=1 << 20)
+    stride: int = _f(96, "EVAL_STRIDE", ge=1, le=1 << 20)
+    batch_seqs: int = _f(32, None, "windows (or sequences) per batch", ge=1, le=1 << 16)
     slot_enabled: bool = _f(True, "SLOT_ENABLED", "include two-pass SLOT in `pgolf run`")
-    slot_steps: int = _f(24, "SLOT_STEPS")
-    slot_lr: float = _f(0.012, "SLOT_LR")
-    slot_lr_min: float = _f(0.001, "SLOT_LR_MIN")
-    slot_batch_seqs: int = _f(32, "SLOT_BATCH_SEQS")
-    slot_schedule: str = _f("seed", None, "seed: cos(pi*i/steps), never reaches the minimum; exact: ends at it")
-    slot_impl: str = _f("scored", None, "scored: logits only where loss is taken; full: whole window (seed)")
-    causal_steps: int = _f(24, None, "causal SLOT: AdamW steps per window on its scored context")
-    causal_lr: float = _f(0.012, None)
-    causal_lr_min: float = _f(0.001, None)
-    causal_context: int = _f(0, None, "fit on the last K context positions only (0 = all)")
+    slot_steps: int = _f(24, "SLOT_STEPS", ge=0, le=10**5)
+    slot_lr: float = _f(0.012, "SLOT_LR", ge=0)
+    slot_lr_min: float = _f(0.001, "SLOT_LR_MIN", ge=0)
+    slot_batch_seqs: int = _f(32, "SLOT_BATCH_SEQS", ge=1, le=1 << 16)
+    slot_schedule: str = _f(
+        "seed", None, "seed: cos(pi*i/steps), never reaches the minimum; exact: ends at it", choices=("seed", "exact")
+    )
+    slot_impl: str = _f(
+        "scored", None, "scored: logits only where loss is taken; full: whole window (seed)", choices=("scored", "full")
+    )
+    causal_steps: int = _f(24, None, "causal SLOT: AdamW steps per window on its scored context", ge=0, le=10**5)
+    causal_lr: float = _f(0.012, None, ge=0)
+    causal_lr_min: float = _f(0.001, None, ge=0)
+    causal_context: int = _f(0, None, "fit on the last K context positions only (0 = all)", ge=0, le=1 << 20)
     causal_bias: bool = _f(True, None, "also fit a per-window logit bias")
-    ttt_chunk_tokens: int = _f(32768, "TTT_CHUNK_TOKENS")
-    ttt_lr: float = _f(0.002, "TTT_LR")
-    ttt_epochs: int = _f(3, "TTT_EPOCHS")
-    ttt_momentum: float = _f(0.9, "TTT_MOMENTUM")
-    ttt_batch_seqs: int = _f(32, "TTT_BATCH_SEQS")
-    ttt_grad_clip: float = _f(1.0, "TTT_GRAD_CLIP")
-    ttt_freeze_blocks: int = _f(0, "TTT_FREEZE_BLOCKS")
+    ttt_chunk_tokens: int = _f(32768, "TTT_CHUNK_TOKENS", ge=1, le=1 << 30)
+    ttt_lr: float = _f(0.002, "TTT_LR", ge=0)
+    ttt_epochs: int = _f(3, "TTT_EPOCHS", ge=0, le=1000)
+    ttt_momentum: float = _f(0.9, "TTT_MOMENTUM", ge=0, lt=1)
+    ttt_batch_seqs: int = _f(32, "TTT_BATCH_SEQS", ge=1, le=1 << 16)
+    ttt_grad_clip: float = _f(1.0, "TTT_GRAD_CLIP", le=1e9)
+    ttt_freeze_blocks: int = _f(0, "TTT_FREEZE_BLOCKS", ge=0, le=128)
     # ---- the main job (issue 16)
     run_methods: tuple[str, ...] = _f((), None, "methods `pgolf run` evaluates (empty: every method pgolf has)")
 
@@ -252,8 +302,18 @@ class DataConfig:
     caseops: str = _f(
         "auto", "CASEOPS_ENABLED", "auto: detect from the tokenizer | 1: require a CaseOps dataset | 0: refuse one"
     )
-    byte_source: str = _f("auto", None, "auto: the val byte sidecar if present, else byte tables | sidecar | tables")
-    verify: str = _f("on", None, "pgolf run checks the data first (pgolf data verify): on (failure stops) | warn | off")
+    byte_source: str = _f(
+        "auto",
+        None,
+        "auto: the val byte sidecar if present, else byte tables | sidecar | tables",
+        choices=("auto", "sidecar", "tables"),
+    )
+    verify: str = _f(
+        "on",
+        None,
+        "pgolf run checks the data first (pgolf data verify): on (failure stops) | warn | off",
+        choices=("on", "warn", "off"),
+    )
     # --- the main job (issue 16): how `pgolf run` builds a missing builtin dataset at data_path
     builtin_caseops: bool = _f(False, None, "build the builtin corpus with CaseOps (SP tokenizer of model.vocab_size)")
     builtin_sidecar: str = _f(
@@ -264,16 +324,17 @@ class DataConfig:
 @dataclass
 class RuntimeConfig:
     device: str = _f("auto", None, "auto | cpu | cuda | cuda:N")
-    compile: str = _f("auto", None, "auto (on for CUDA) | on | off")
-    autocast: str = _f("auto", None, "auto (bf16 on CUDA) | bf16 | off")
+    compile: str = _f("auto", None, "auto (on for CUDA) | on | off", choices=("auto", "on", "off"))
+    autocast: str = _f("auto", None, "auto (bf16 on CUDA) | bf16 | off", choices=("auto", "bf16", "off"))
     attention: str = _f(
         "auto",
         None,
         "auto (FlashAttention-3 if installed, else sdpa) | sdpa (the seed's: K/V heads repeated, then SDPA) "
         "| sdpa-gqa (SDPA's enable_gqa) | fa3 | flex (document attention on CUDA: flex attention) "
         "| sdpa-mask (document attention with SDPA and a full [T, T] mask, also on the CPU)",
+        choices=("auto", "sdpa", "sdpa-gqa", "fa3", "flex", "sdpa-mask"),
     )
-    num_threads: int = _f(0, None, "CPU threads, 0 = torch default")
+    num_threads: int = _f(0, None, "CPU threads, 0 = torch default", ge=0, le=4096)
 
 
 # --------------------------------------------------------------------------- export (issue 14)
@@ -282,37 +343,61 @@ class QuantConfig:
     """The frontier export (FRONTIER F5; docs/artifact.md). scheme "seed" keeps the seed's export untouched."""
 
     scheme: str = _f(
-        "seed", None, "seed: the seed's int6/int8 export (rtn or gptq) | frontier: GPTQ+SDClip, int7 embedding, LQER"
+        "seed",
+        None,
+        "seed: the seed's int6/int8 export (rtn or gptq) | frontier: GPTQ+SDClip, int7 embedding, LQER",
+        choices=("seed", "frontier"),
     )
-    matrix_bits: int = _f(6, "MATRIX_BITS", "code width of the block matrices (frontier)")
-    embed_bits: int = _f(7, "EMBED_BITS", "code width of tok_emb (frontier)")
-    matrix_clip_sigmas: float = _f(12.85, "MATRIX_CLIP_SIGMAS", "SDClip k of matrices neither mlp nor attn")
-    embed_clip_sigmas: float = _f(14.0, "EMBED_CLIP_SIGMAS", "SDClip k of tok_emb")
-    mlp_clip_sigmas: float = _f(11.5, "MLP_CLIP_SIGMAS", "SDClip k of .mlp. matrices")
-    attn_clip_sigmas: float = _f(13.0, "ATTN_CLIP_SIGMAS", "SDClip k of .attn. matrices")
-    gptq_block_size: int = _f(128, None, "GPTQ column block")
+    matrix_bits: int = _f(6, "MATRIX_BITS", "code width of the block matrices (frontier)", ge=2, le=8)
+    embed_bits: int = _f(7, "EMBED_BITS", "code width of tok_emb (frontier)", ge=2, le=8)
+    matrix_clip_sigmas: float = _f(
+        12.85, "MATRIX_CLIP_SIGMAS", "SDClip k of matrices neither mlp nor attn", gt=0, le=1e3
+    )
+    embed_clip_sigmas: float = _f(14.0, "EMBED_CLIP_SIGMAS", "SDClip k of tok_emb", gt=0, le=1e3)
+    mlp_clip_sigmas: float = _f(11.5, "MLP_CLIP_SIGMAS", "SDClip k of .mlp. matrices", gt=0, le=1e3)
+    attn_clip_sigmas: float = _f(13.0, "ATTN_CLIP_SIGMAS", "SDClip k of .attn. matrices", gt=0, le=1e3)
+    gptq_block_size: int = _f(128, None, "GPTQ column block", ge=1, le=1 << 16)
     gptq_stable_sort: bool = _f(True, None, "stable act-order argsort (the record's is not stable, F8.19)")
-    gptq_calibration_batches: int = _f(16, "GPTQ_CALIBRATION_BATCHES", "Hessian calibration batches")
-    calib_batch_tokens: int = _f(0, None, "tokens per calibration batch; 0 = train_batch_tokens / 8 (one record rank)")
-    hessian_dtype: str = _f("float64", None, "Hessian accumulation: float64 | float32 (the record's, with TF32)")
+    gptq_calibration_batches: int = _f(16, "GPTQ_CALIBRATION_BATCHES", "Hessian calibration batches", ge=0, le=1 << 16)
+    calib_batch_tokens: int = _f(
+        0, None, "tokens per calibration batch; 0 = train_batch_tokens / 8 (one record rank)", ge=0, le=1 << 30
+    )
+    hessian_dtype: str = _f(
+        "float64",
+        None,
+        "Hessian accumulation: float64 | float32 (the record's, with TF32)",
+        choices=("float32", "float64"),
+    )
     gated_attn_quant_gate: bool = _f(True, "GATED_ATTN_QUANT_GATE", "int8 per row for attn_gate_w tensors")
-    passthrough_max_numel: int = _f(65536, None, "tensors this small stay fp16")
+    passthrough_max_numel: int = _f(65536, None, "tensors this small stay fp16", ge=0, le=1 << 30)
     lqer_enabled: bool = _f(True, "LQER_ENABLED")
-    lqer_rank: int = _f(4, "LQER_RANK")
-    lqer_top_k: int = _f(3, "LQER_TOP_K", "tensors corrected, by residual norm")
-    lqer_factor_bits: int = _f(4, "LQER_FACTOR_BITS", "symmetric fallback only")
+    lqer_rank: int = _f(4, "LQER_RANK", ge=0, le=1024)
+    lqer_top_k: int = _f(3, "LQER_TOP_K", "tensors corrected, by residual norm", ge=0, le=10**4)
+    lqer_factor_bits: int = _f(4, "LQER_FACTOR_BITS", "symmetric fallback only", ge=2, le=8)
     lqer_asym_enabled: bool = _f(True, "LQER_ASYM_ENABLED")
-    lqer_asym_group: int = _f(64, "LQER_ASYM_GROUP")
-    lqer_sign: str = _f("svd", None, "svd: the SVD's signs (record) | best: flip pairs that lower the error (F8.20)")
+    lqer_asym_group: int = _f(64, "LQER_ASYM_GROUP", ge=1, le=1 << 16)
+    lqer_sign: str = _f(
+        "svd",
+        None,
+        "svd: the SVD's signs (record) | best: flip pairs that lower the error (F8.20)",
+        choices=("svd", "best"),
+    )
     awq_lite_enabled: bool = _f(False, "AWQ_LITE_ENABLED", "AWQ-lite (PR #1945)")
-    awq_lite_bits: int = _f(8, "AWQ_LITE_BITS")
-    awq_lite_group_top_k: int = _f(1, "AWQ_LITE_GROUP_TOP_K")
-    awq_lite_group_size: int = _f(64, "AWQ_LITE_GROUP_SIZE")
-    compressor: str = _f("pergroup", "COMPRESSOR", "frontier container: pergroup | brotli | lzma")
-    codecs: tuple[str, ...] = _f(("lrzip", "brotli", "lzma"), None, "per-group candidates; lrzip if installed")
+    awq_lite_bits: int = _f(8, "AWQ_LITE_BITS", ge=2, le=8)
+    awq_lite_group_top_k: int = _f(1, "AWQ_LITE_GROUP_TOP_K", ge=0, le=10**4)
+    awq_lite_group_size: int = _f(64, "AWQ_LITE_GROUP_SIZE", ge=1, le=1 << 16)
+    compressor: str = _f(
+        "pergroup", "COMPRESSOR", "frontier container: pergroup | brotli | lzma", choices=("pergroup", "brotli", "lzma")
+    )
+    codecs: tuple[str, ...] = _f(
+        ("lrzip", "brotli", "lzma"),
+        None,
+        "per-group candidates; lrzip if installed",
+        choices=("lrzip", "brotli", "lzma"),
+    )
     row_sort: bool = _f(True, None, "L1 nearest-neighbour row order in the sorted groups")
-    lrzip_threads: int = _f(1, None, "lrzip -p: pinned, since the output depends on it (F8.5)")
-    compress_workers: int = _f(0, None, "parallel group compressions; 0 = one per CPU")
+    lrzip_threads: int = _f(1, None, "lrzip -p: pinned, since the output depends on it (F8.5)", ge=1, le=64)
+    compress_workers: int = _f(0, None, "parallel group compressions; 0 = one per CPU", ge=0, le=1024)
 
 
 SECTIONS = ("model", "train", "optim", "eval", "data", "runtime", "quant")

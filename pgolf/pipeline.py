@@ -294,6 +294,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{out}: output directory exists and is not empty; choose another --out")
     stacks: dict[str, list[dict]] = {}
     t_start = time.perf_counter()
+    from pgolf.runlock import RunLock
+
+    lock = RunLock(out).acquire() if info.is_main else None  # one `pgolf run` per --out (issue 11)
     try:
         for preset in presets:
             cfg = cfgs[preset]
@@ -329,6 +332,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 data_s = 0.0
             stacks[Path(preset).stem] = runs
     finally:
+        if lock is not None:
+            lock.release()
         dist.shutdown()
     if not info.is_main:
         return 0

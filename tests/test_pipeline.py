@@ -23,6 +23,10 @@ def main_run(builtin_dir, tmp_path_factory):
     args = [
         "run",
         "--no-env",
+        "--preset",
+        "tiny",
+        "--methods",
+        "plain,sliding,slot,slot-causal,ttt",
         "--data",
         str(builtin_dir),
         "--eval-tokens",
@@ -159,3 +163,32 @@ def test_a_capped_run_with_a_forced_tiny_budget_is_flagged_not_representative(bu
     assert r.returncode == 0, r.stderr[-3000:]
     rep2 = json.loads((out2 / "summary.json").read_text())["representative"]
     assert not any("cap" in x for x in rep2["reasons"])
+
+
+@pytest.mark.slow
+def test_main_job_compares_the_frontier_stack_with_the_seeds(tmp_path):
+    """`pgolf run` with no preset: both builtin datasets built where the presets say, both stacks
+    trained, exported (the frontier one with the frontier scheme), evaluated, audited, compared."""
+    args = ["run", "--no-env", "--out", "out", "--iterations", "2", "--eval-tokens", "512", "--methods",
+            "plain,sliding", "--json", "--quiet", "--set", "train.val_loss_every=0", "--set",
+            "train.checkpoint_every=0", "--set", "val_max_tokens=2048"]  # fmt: skip
+    r = subprocess.run(pgolf_cmd(*args), capture_output=True, text=True, env=clean_env(), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(r.stdout)
+    out = tmp_path / "out"
+    assert set(res["stacks"]) == {"frontier-tiny", "tiny"}
+    ft, ti = res["stacks"]["frontier-tiny"], res["stacks"]["tiny"]
+    assert ft["vocab_size"] == 8192 and ti["vocab_size"] == 1024 and ft["scheme"] == "frontier"
+    assert (tmp_path / "data" / "builtin-sp8192-caseops" / "fineweb_val_bytes_000000.bin").is_file()
+    # one denominator: both count the original UTF-8 bytes of the same validation text
+    assert ft["byte_source"] == ti["byte_source"] == "sidecar:raw"
+    assert ft["val_bytes"] == ti["val_bytes"]
+    assert res["headline"]["val_bpb"] == min(ft["headline"]["val_bpb"], ti["headline"]["val_bpb"])
+    for st in (ft, ti):
+        assert st["model_bytes"] + st["code_bytes"] == st["total_bytes"] and st["tokenizer_bytes"] > 0
+        assert {"train (incl. validation, EMA)", "export", "eval plain", "eval sliding"} <= set(st["phases"])
+        assert st["audit"]["method"] in ("plain", "sliding")
+    report = (out / "report.md").read_text()
+    assert "frontier-tiny" in report and "Artifact bytes by part" in report and "figures/compare_bpb.png" in report
+    assert (out / "figures" / "compare_bpb.png").stat().st_size > 5000
+    assert (out / "submission" / "train_gpt.py").is_file() and res["submission"]

@@ -110,8 +110,14 @@ def test_folder_refuses_overwrite_without_force(runs, tmp_path):
     with pytest.raises(ReportError, match="not empty"):
         write_submission_folder(runs, out, name="R", author="a", github_id="a")
     assert (out / "keep.txt").read_text() == "mine"
+    with pytest.raises(ReportError, match="not a submission folder"):  # --force replaces submissions only
+        write_submission_folder(runs, out, name="R", author="a", github_id="a", force=True)
+    assert (out / "keep.txt").read_text() == "mine"
+    (out / "keep.txt").unlink()
+    write_submission_folder(runs, out, name="R", author="a", github_id="a")
+    (out / "extra.txt").write_text("old")
     write_submission_folder(runs, out, name="R", author="a", github_id="a", force=True)
-    assert not (out / "keep.txt").exists() and (out / "submission.json").is_file()
+    assert not (out / "extra.txt").exists() and (out / "submission.json").is_file()
     empty = tmp_path / "empty"
     empty.mkdir()
     write_submission_folder(runs, empty, name="R", author="a", github_id="a")

@@ -112,6 +112,8 @@ def check_target(out: str | Path, force: bool) -> Path:
             raise DataError(f"{out}: exists and is not a directory")
         if not force:
             raise DataError(f"{out}: already exists; pass --force to replace it")
+        if any(out.iterdir()) and not (out / MANIFEST_NAME).is_file():  # --force replaces datasets only
+            raise DataError(f"{out}: not a pgolf dataset (no {MANIFEST_NAME}); --force refuses to replace it")
     return out
 
 

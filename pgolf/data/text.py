@@ -368,6 +368,13 @@ def build_text(
     """
     check_target(out, force)
     files = expand_inputs(inputs)
+    from pgolf.safeio import inside
+
+    for item in [*inputs, *([tokenizer] if tokenizer else [])]:
+        if Path(out).exists() and inside(item, out):
+            raise DataError(f"--out {out} contains the input {item}: a dataset never replaces its own input")
+        if Path(item).is_dir() and inside(out, item):
+            raise DataError(f"--out {out} lies inside the input directory {item}")
     n = sum(1 for _ in iter_documents(files, field))
     if n < 2:
         where = ", ".join(map(str, inputs))
@@ -391,7 +398,13 @@ def build_text(
         val_docs=lambda: islice(texts(), val_docs),
         vocab_size=vocab_size,
         tokenizer=tokenizer,
-        source={"description": "local text", "inputs": [str(p) for p in inputs], "files": len(files), "field": field},
+        # Names only: a manifest records no path of the machine (rebuilds elsewhere are byte-identical).
+        source={
+            "description": "local text",
+            "inputs": [Path(p).name for p in inputs],
+            "files": len(files),
+            "field": field,
+        },
         force=force,
         shard_tokens=shard_tokens,
         num_threads=num_threads,

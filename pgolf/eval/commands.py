@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -20,7 +21,7 @@ import numpy as np
 
 from pgolf.cliutil import add_config_args, log, print_json
 from pgolf.config import Config, load_config, resolve_key, validate
-from pgolf.errors import ArtifactError, ConfigError, DataError
+from pgolf.errors import ArtifactError, ConfigError, DataError, PgolfError
 from pgolf.eval.common import SCORE_FIRST
 
 METHOD_CHOICES = tuple(SCORE_FIRST)
@@ -164,6 +165,13 @@ def _setup(args: argparse.Namespace):
     # The val byte sidecar when the dataset has one (CaseOps), else the tokenizer's byte tables.
     tables = load_byte_source(args.data, args.tokenizer, vocab, source=cfg.data.byte_source, caseops=cfg.data.caseops)
     tokens = load_val_tokens(args.data, vocab_size=vocab)
+    if len(tokens) < 2:
+        raise DataError(f"{args.data}: the validation split has {len(tokens)} tokens (needs at least 2 to score)")
+    from pgolf.data.tokenizer import find_tokenizer
+    from pgolf.safeio import check_data_inputs_on_main
+
+    # A swapped tokenizer of the same vocabulary scores a wrong bpb silently: check it against the manifest.
+    check_data_inputs_on_main(args.data, find_tokenizer(args.data, args.tokenizer), vocab, dinfo.is_main)
     return cfg, model, tokens, tables, dinfo
 
 
@@ -204,6 +212,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     try:
         result, nll = evaluate(model, args.method, tokens, tables, cfg, info.device, max_tokens=args.max_tokens,
                                record=bool(args.dump_nll), progress=True)  # fmt: skip
+        if not (math.isfinite(result.val_loss) and math.isfinite(result.val_bpb)):
+            raise PgolfError(f"{args.artifact}: evaluation gave val_loss {result.val_loss} (non-finite); no result")
         out = {**result.to_dict(), "artifact": str(args.artifact), "data": str(args.data)}
         if info.is_main:
             if args.dump_nll:

@@ -67,6 +67,7 @@ def read_run(run_dir: str | Path) -> tuple[Config, dict[str, Tensor]]:
     extra = sorted(set(state) - set(template))
     if extra:
         raise ArtifactError(f"{w_path}: {len(extra)} tensors the run's config lacks (first: {extra[0]})")
+    check_finite(w_path, state)
     return cfg, state
 
 
@@ -132,6 +133,14 @@ def skeleton(model_cfg: ModelConfig):
 
     with torch.device("meta"):
         return GPT(model_cfg)
+
+
+def check_finite(path: object, state: Mapping[str, Tensor]) -> None:
+    """Refuse weights holding NaN or inf: their loss is NaN, which no JSON report can carry."""
+    for name, t in state.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            n = int((~torch.isfinite(t)).sum())
+            raise ArtifactError(f"{path}: {name} holds {n} non-finite weights (NaN/inf); refused")
 
 
 def model_from_state(model_cfg: ModelConfig, state: Mapping[str, Tensor], device: str | torch.device = "cpu"):
@@ -309,6 +318,8 @@ def export_run(
         log(f"export: excluding {len(q.dropped)} MTP tensors ({n_params} params)")
 
     t = time.perf_counter()
+    # A kill between the artifact's rename and the report's must not leave the old report describing the new file.
+    export_report_path(run_dir, out).unlink(missing_ok=True)
     model_bytes = write_artifact(out, cfg, q, fmt, quant, codec)
     timing["write_s"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -323,6 +334,7 @@ def export_run(
     timing["total_s"] = time.perf_counter() - t0
     report = {
         "path": str(out),
+        "sha256": _file_sha256(out),  # ties the report to the file it describes
         "format": fmt,
         "codec": "xz" if fmt == "seed" else (codec or container.default_codec()),
         "quant": quant,
@@ -364,6 +376,12 @@ def write_export_report(run_dir: Path, out: str | Path, report: dict) -> Path:
     report["report_path"] = str(path)
     container.atomic_write(path, (json.dumps(report, indent=1) + "\n").encode())
     return path
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def run_tokenizer(run_dir: Path, cfg: Config, data: str | Path | None) -> Path | None:
@@ -484,6 +502,8 @@ def load_artifact(
     except PgolfError as e:
         raise ArtifactError(f"{path}: cannot build its model ({e})") from None
     _check_against(path, packed, meta, template, info["preset"])
-    model = model_from_state(model_cfg, dequantize_state_dict(packed, meta, template), device)
+    state = dequantize_state_dict(packed, meta, template)
+    check_finite(path, state)
+    model = model_from_state(model_cfg, state, device)
     model.artifact_info = {**info, "path": str(path)}
     return model.eval()

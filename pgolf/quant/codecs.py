@@ -28,6 +28,11 @@ BROTLI_ARGS = {"quality": 11, "lgwin": 24}
 XZ_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME, "lc": 0, "lp": 0, "pb": 0}]
 LRZIP_MAGIC = b"LRZI"
 LRZIP_TIMEOUT_S = 900.0
+# What a 16,000,000-byte artifact can plausibly hold once decompressed (issue 11, item 5): its
+# codes take at least ~2 bits each compressed, so ~64 M one-byte codes plus fp16 scales; 4x
+# slack on that. Every artifact reader bounds its decompressed bytes and element counts by it.
+MAX_ARTIFACT_RAW = 256 << 20
+MAX_ARTIFACT_TENSORS = 10_000  # the frontier model has ~120 tensors
 
 
 def _one_line(msg: object) -> str:
@@ -179,7 +184,7 @@ def decompress(data: bytes, codec: str, size: int, where: str) -> bytes:
         out = _bounded(data, codec, size, where)
     if len(out) != size:
         raise ArtifactError(f"{where}: decompresses to {len(out)} bytes, the header says {size}")
-    return out
+    return bytes(out)
 
 
 def _bounded(data: bytes, codec: str, size: int, where: str) -> bytes:
@@ -189,9 +194,7 @@ def _bounded(data: bytes, codec: str, size: int, where: str) -> bytes:
             out = dec.decompress(data, max_length=size + 1)
             done = dec.eof
         elif codec == "brotli":
-            dec = _brotli(where).Decompressor()
-            out = dec.process(data, output_buffer_limit=size + 1)
-            done = dec.is_finished()
+            out, done = _brotli_bounded(_brotli(where).Decompressor(), data, size + 1)
         else:
             raise ArtifactError(f"{where}: unknown codec {codec!r} (known: {', '.join(CODECS)})")
     except ArtifactError:
@@ -203,6 +206,18 @@ def _bounded(data: bytes, codec: str, size: int, where: str) -> bytes:
     return out
 
 
+def _brotli_bounded(dec, data: bytes, limit: int, step: int = 1 << 20) -> tuple[bytearray, bool]:
+    """At most about `limit` bytes: brotli's output_buffer_limit is a hint per call, so the
+    output is pulled in `step`-sized pieces and the loop stops once `limit` is reached."""
+    buf = bytearray(dec.process(data, output_buffer_limit=min(step, limit)))
+    while len(buf) < limit and not dec.is_finished():
+        more = dec.process(b"", output_buffer_limit=min(step, limit - len(buf)))
+        if not more:
+            break  # the input ran out before the stream did: truncated
+        buf += more
+    return buf, dec.is_finished()  # a bytearray: copied to bytes only once its size is accepted
+
+
 def decompress_unknown_size(data: bytes, codec: str, max_size: int, where: str) -> bytes:
     """For streams whose size no header records (the record's artifact): at most max_size bytes."""
     if codec == "lrzip":
@@ -210,4 +225,4 @@ def decompress_unknown_size(data: bytes, codec: str, max_size: int, where: str) 
     out = _bounded(data, codec, max_size, where)
     if len(out) > max_size:
         raise ArtifactError(f"{where}: decompresses to more than {max_size} bytes; refused")
-    return out
+    return bytes(out)

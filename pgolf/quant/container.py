@@ -35,14 +35,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pgolf.errors import ArtifactError
+from pgolf.errors import ArtifactError, PgolfError
+from pgolf.quant import codecs
+from pgolf.safeio import disk_errors, loads_json
 
 MAGIC = b"PGOLFART"
 FORMAT_VERSION = 1
 OUTER = struct.Struct("<8sHBBQQ32s")  # magic, version, codec, flags, payload len, raw len, sha256
 CODECS = {"xz": 1, "brotli": 2}
 CODEC_NAMES = {v: k for k, v in CODECS.items()}
-MAX_RAW = 4 << 30  # a 16 MB artifact decompresses to ~30 MB; anything near this is not ours
+MAX_RAW = codecs.MAX_ARTIFACT_RAW  # a 16 MB artifact decompresses to ~30 MB; anything near this is not ours
 MAX_HEADER = 16 << 20
 # lc=lp=pb=0: the int6 values carry no useful byte-position context (measured: -0.2% vs the defaults)
 XZ_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME, "lc": 0, "lp": 0, "pb": 0}]
@@ -64,14 +66,15 @@ def atomic_write(path: Path, data: bytes) -> None:
     """Write to a temp file beside `path`, then rename: a good file is never half-overwritten."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with disk_errors(path):  # disk full: one line, the old file kept
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 # --------------------------------------------------------------------------- codecs
@@ -103,23 +106,14 @@ def compress(data: bytes, codec: str) -> bytes:
 
 
 def decompress(data: bytes, codec: str, size: int, where: str) -> bytes:
-    """Decompress exactly `size` bytes; never produces more (decompression bombs are refused)."""
+    """Decompress exactly `size` bytes; never produces more (codecs' bounded decompression)."""
     try:
-        if codec == "xz":
-            dec = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
-            out = dec.decompress(data, max_length=size + 1)
-            done = dec.eof
-        else:
-            dec = _brotli().Decompressor()
-            out = dec.process(data, output_buffer_limit=size + 1)
-            done = dec.is_finished()
-    except ArtifactError:
-        raise
-    except Exception as e:  # noqa: BLE001 - lzma.LZMAError / brotli.error: corrupted stream
-        raise ArtifactError(f"{where}: corrupted payload ({codec}: {one_line(e)})") from None
-    if len(out) != size or not done:
-        raise ArtifactError(f"{where}: corrupted payload (decompresses to another size than the header says)")
-    return out
+        return codecs.decompress(data, "lzma" if codec == "xz" else codec, size, where)
+    except ArtifactError as e:
+        detail = str(e).removeprefix(f"{where}: ")
+        if "the header says" in detail:
+            detail = f"decompresses to another size than the header says: {detail}"
+        raise ArtifactError(f"{where}: corrupted payload ({detail})") from None
 
 
 # --------------------------------------------------------------------------- tensors <-> bytes
@@ -241,16 +235,14 @@ def _parse_payload(raw: bytes, path: Path) -> tuple[dict, dict[str, torch.Tensor
     (hlen,) = struct.unpack_from("<I", raw)
     if hlen > MAX_HEADER or 4 + hlen > len(raw):
         raise ArtifactError(f"{path}: absurd header length {hlen} (payload is {len(raw)} bytes); refused")
-    try:
-        header = json.loads(raw[4 : 4 + hlen].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ArtifactError(f"{path}: unreadable JSON header ({one_line(e)})") from None
+    header = loads_json(raw[4 : 4 + hlen], path, error=ArtifactError, what="JSON header")
     if not isinstance(header, dict) or header.get("format") != FORMAT_VERSION:
         got = header.get("format") if isinstance(header, dict) else type(header).__name__
         raise ArtifactError(f"{path}: unsupported header format {got!r} (this pgolf reads {FORMAT_VERSION})")
     index = header.get("tensors")
     if not isinstance(index, list):
         raise ArtifactError(f"{path}: header has no tensor index")
+    check_header_limits(header, index, path)
     data = memoryview(raw)[4 + hlen :]
     tensors: dict[str, torch.Tensor] = {}
     for entry in index:
@@ -278,3 +270,20 @@ def _read_entry(entry: object, data: memoryview, path: Path) -> tuple[str, torch
             f"{entry['dtype']} in a {len(data)}-byte data section"
         )
     return name, _from_bytes(bytes(data[off : off + n]), dtype, shape)
+
+
+def check_header_limits(header: Mapping, index: list, where: object) -> None:
+    """Before any tensor is built: the entry count, and the model config against its ranges
+    (a header claiming 100,000 layers or a 2^70 dimension is refused here, in milliseconds)."""
+    if len(index) > codecs.MAX_ARTIFACT_TENSORS:
+        raise ArtifactError(f"{where}: {len(index)} tensors listed (at most {codecs.MAX_ARTIFACT_TENSORS}); refused")
+    model = header.get("model")
+    if isinstance(model, dict):
+        from pgolf.config import Config
+
+        try:
+            Config.from_dict({"model": model})
+        except PgolfError as e:
+            raise ArtifactError(f"{where}: header's model config is invalid ({e})") from None
+        except (TypeError, ValueError, AttributeError) as e:
+            raise ArtifactError(f"{where}: header's model config is malformed ({one_line(e)[:120]})") from None

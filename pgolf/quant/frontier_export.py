@@ -68,6 +68,7 @@ def export_frontier(
     from pgolf.quant.artifact import (
         LIMIT_BYTES,
         eval_model_config,
+        export_report_path,
         model_from_state,
         run_data_dir,
         write_export_report,
@@ -112,6 +113,7 @@ def export_frontier(
         codec = "xz" if q.compressor == "lzma" else "brotli"
         blob, pack = container.container_bytes(header, fq.result, codec), {"codec": codec}
         fmt = "pgolf"
+    export_report_path(run_dir, out).unlink(missing_ok=True)  # never a report describing another file (issue 11)
     container.atomic_write(out, blob)
     timing["pack_s"] = time.perf_counter() - t
     for k, v in pack.get("timing", {}).items():
@@ -223,9 +225,10 @@ def dequantized_state(
 
 
 def load_frontier_model(path: Path, packed, meta, model_cfg: ModelConfig, info: dict, device):
-    from pgolf.quant.artifact import eval_model_config, model_from_state
+    from pgolf.quant.artifact import check_finite, eval_model_config, model_from_state
 
     state = dequantized_state(path, packed, meta, model_cfg)
+    check_finite(path, state)
     model = model_from_state(eval_model_config(model_cfg), state, device)
     model.artifact_info = {**info, "path": str(path)}
     return model.eval()

@@ -48,7 +48,16 @@ import torch
 
 from pgolf.errors import ArtifactError
 from pgolf.quant import codecs, simsort
-from pgolf.quant.container import DTYPE_NAMES, DTYPES, _from_bytes, _to_bytes, atomic_write, one_line
+from pgolf.quant.container import (
+    DTYPE_NAMES,
+    DTYPES,
+    _from_bytes,
+    _to_bytes,
+    atomic_write,
+    check_header_limits,
+    one_line,
+)
+from pgolf.safeio import loads_json
 
 MAGIC = b"PGOLFGRP"
 FORMAT_VERSION = 1
@@ -64,7 +73,7 @@ GROUP_ORDER = (
 )
 SORTED_GROUPS = frozenset({"_tok_emb.weight.q", "attn.c_q.weight.q", "mlp.fc.weight.q"})
 MAX_HEADER = 16 << 20
-MAX_RAW = 1 << 31  # a 16 MB artifact holds ~36 MB of codes; anything near 2 GB is not ours
+MAX_RAW = codecs.MAX_ARTIFACT_RAW  # a 16 MB artifact holds ~36 MB of codes
 
 
 def group_of(name: str, t: torch.Tensor) -> str | None:
@@ -262,13 +271,11 @@ def parse(blob: bytes, where: str) -> tuple[dict, dict[str, torch.Tensor]]:
     _need(hashlib.sha256(body).digest() == digest, where, "corrupted or truncated (sha256 mismatch)")
     _need(h_len <= MAX_HEADER and hz_len <= len(body), where, f"absurd header length {h_len}/{hz_len}; refused")
     hjson = codecs.decompress(bytes(body[:hz_len]), "lzma", h_len, f"{where} (header)")
-    try:
-        header = json.loads(hjson.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ArtifactError(f"{where}: unreadable JSON header ({one_line(e)})") from None
+    header = loads_json(hjson, where, error=ArtifactError, what="JSON header")
     _need(isinstance(header, dict) and header.get("format") == FORMAT_VERSION, where, "unsupported header format")
     streams, index = header.get("streams"), header.get("tensors")
     _need(isinstance(streams, list) and isinstance(index, list), where, "header lacks its stream or tensor index")
+    check_header_limits(header, index, where)  # before any stream is decompressed
 
     # Stream table: lengths must tile the rest of the file exactly.
     table, off, total_raw = {}, hz_len, 0

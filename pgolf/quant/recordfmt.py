@@ -33,7 +33,7 @@ from pgolf.quant.pergroup import GROUP_ORDER, SORTED_GROUPS, group_of, layer_of
 
 MAGIC = b"PGRP"
 N_STREAMS = len(GROUP_ORDER) + 2
-MAX_REMAINDER = 256 << 20  # the record's remainder is ~200 KB raw
+MAX_REMAINDER = 32 << 20  # the record's remainder is ~200 KB raw
 MAX_PERMS = 16 << 20
 
 
@@ -99,6 +99,11 @@ def parse(blob: bytes, where: str) -> tuple[dict[str, torch.Tensor], dict[str, s
         if streams[ng + 1]
         else b""
     )
+    total = 0
+    limit = codecs.MAX_ARTIFACT_RAW
+    for sh_list in shapes.values():  # element counts against the budget before any group is decompressed
+        total += sum(math.prod(sh) for sh in sh_list)
+        _need(total <= limit, where, f"shapes claim {total} codes (at most {limit}); refused")
     jobs = {}
     try:
         for i, g in enumerate(GROUP_ORDER):

@@ -21,11 +21,12 @@ from pathlib import Path
 import torch
 
 from pgolf.errors import ArtifactError
+from pgolf.quant.codecs import MAX_ARTIFACT_RAW
 from pgolf.quant.container import atomic_write, one_line
 
 SEED_LZMA_PRESET = 6
 XZ_MAGIC = b"\xfd7zXZ\x00"
-MAX_DECOMPRESSED = 4 << 30  # a seed artifact decompresses to ~27 MB; refuse bombs early
+MAX_DECOMPRESSED = MAX_ARTIFACT_RAW  # a seed artifact decompresses to ~27 MB; refuse bombs early
 
 
 def seed_meta(meta: Mapping[str, object]) -> dict[str, object]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -276,12 +277,14 @@ def recorded_setup(summaries: Sequence[Mapping[str, Any]]) -> tuple[str, list[st
     return str(s0.get("preset") or "record"), sets
 
 
+# Every user string enters the generated code as a Python literal (repr), never inside the
+# docstring or a comment: a --name holding triple quotes cannot end a string and run code.
 TRAIN_GPT_TEMPLATE = '''#!/usr/bin/env python3
-"""Reproduce the record {name!r}: `pgolf run` with the recorded preset and overrides.
+"""Reproduce the record named in NAME: `pgolf run` with the recorded preset and overrides.
 
 Run from inside this folder:
     pip install -r requirements.txt
-    python train_gpt.py                    # seed {first_seed} (or $SEED when set)
+    python train_gpt.py                    # the first of SEEDS (or $SEED when set)
     python train_gpt.py --seed 42          # another seed
     python train_gpt.py --seed 42 [more `pgolf run` arguments]
 """
@@ -293,6 +296,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # The pgolf source shipped beside this file wins over any installed copy.
 sys.path.insert(0, HERE)
 
+NAME = {name}
 PRESET = {preset}
 OVERRIDES = {overrides}
 SEEDS = {seeds}
@@ -329,12 +333,19 @@ if __name__ == "__main__":
 
 def _train_gpt(name: str, preset_expr: str, sets: list[str], seeds: list[Any]) -> str:
     return TRAIN_GPT_TEMPLATE.format(
-        name=name,
+        name=repr(str(name)),
         preset=preset_expr,
-        overrides=repr(sets),
-        seeds=repr([s for s in seeds if s is not None] or [1337]),
-        first_seed=seeds[0] if seeds else 1337,
+        overrides=repr([str(x) for x in sets]),
+        seeds=repr([s if isinstance(s, int) else str(s) for s in seeds if s is not None] or [1337]),
     )
+
+
+_ABS_PATH = re.compile(r"(?<![\w/.~-])/(?:[\w.+@-]+/)*[\w.+@*-]+")
+
+
+def scrub_paths(text: str) -> str:
+    """Absolute paths of this machine become `.../NAME` (a submission names no path of its maker)."""
+    return _ABS_PATH.sub(lambda m: ".../" + m.group(0).rsplit("/", 1)[-1], text)
 
 
 def _readme(sub: dict, agg: dict, preset: str, sets: list[str], files: list[str]) -> str:
@@ -508,10 +519,23 @@ def write_submission_folder(
     """Write the record folder: README.md, submission.json, train_seed<N>.log, pgolf/, requirements.txt,
     train_gpt.py. Built in a temp folder beside `out_dir`, then renamed into place."""
     out = Path(out_dir)
+    for flag, text in (("--name", name), ("--author", author), ("--github-id", github_id), ("--blurb", blurb)):
+        try:
+            str(text).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ReportError(f"{flag} {ascii(text)}: not valid UTF-8 text") from None
     if out.exists() and not out.is_dir():
         raise ReportError(f"{out}: exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise ReportError(f"{out}: folder exists and is not empty (use --force to replace it)")
+    if out.is_dir() and any(out.iterdir()):
+        if not force:
+            raise ReportError(f"{out}: folder exists and is not empty (use --force to replace it)")
+        if not (out / "submission.json").is_file():
+            raise ReportError(f"{out}: not a submission folder (no submission.json); --force refuses to replace it")
+    from pgolf.safeio import inside
+
+    for r in runs:
+        if Path(r).exists() and (inside(r, out) or inside(out, r)):
+            raise ReportError(f"--out {out} and the run {r} overlap: a submission never replaces its own input")
 
     summaries = _summaries(runs)
     agg = aggregate(summaries)
@@ -539,8 +563,9 @@ def write_submission_folder(
         os.chmod(tmp, 0o755)
         files = ["`README.md`: this file", "`submission.json`: the challenge's metadata"]
         for seed, log in logs:
-            shutil.copyfile(log, tmp / f"train_seed{seed}.log")
-            files.append(f"`train_seed{seed}.log`: training log of seed {seed} (copy of {log})")
+            text = log.read_text(encoding="utf-8", errors="replace")
+            (tmp / f"train_seed{seed}.log").write_text(scrub_paths(text), encoding="utf-8")
+            files.append(f"`train_seed{seed}.log`: training log of seed {seed} (its run's train.log)")
         copied = _copy_package(tmp)
         preset, sets = recorded_setup(summaries)
         preset_expr = repr(preset)
@@ -557,7 +582,7 @@ def write_submission_folder(
             f"`pgolf/`: the package source ({len(copied)} files)",
         ]
         (tmp / "submission.json").write_text(json.dumps(sub, indent=2) + "\n")
-        (tmp / "README.md").write_text(_readme(sub, agg, preset, sets, files))
+        (tmp / "README.md").write_text(scrub_paths(_readme(sub, agg, preset, sets, files)))
         _replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

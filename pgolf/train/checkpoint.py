@@ -69,23 +69,47 @@ def save(run: Path, step: int, state: dict, optim_state: list, rank: int, world:
     return final
 
 
+def _torch_load(path: Path, device: torch.device):
+    """weights_only (no code runs); a truncated or corrupt file is one line naming it."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise PgolfError(f"{path}: checkpoint file missing") from None
+    except Exception as e:  # noqa: BLE001 - torch raises RuntimeError, UnpicklingError, EOFError... for a bad file
+        why = " ".join(str(e).split())[:160]
+        raise PgolfError(
+            f"{path}: corrupt checkpoint ({type(e).__name__}: {why}); delete it to resume from an earlier one"
+        ) from None
+
+
 def load(path: Path, rank: int, world: int, device: torch.device) -> tuple[dict, list]:
-    state = torch.load(path / "state.pt", map_location=device, weights_only=True)
+    state = _torch_load(path / "state.pt", device)
+    if not isinstance(state, dict):
+        raise PgolfError(f"{path / 'state.pt'}: corrupt checkpoint (not a state dictionary)")
     if int(state.get("world_size", 1)) != world:
         raise PgolfError(
             f"{path}: checkpoint was written by {state.get('world_size')} processes; resume with the same number "
             f"(got {world})"
         )
-    optim = torch.load(path / f"optim_rank{rank}.pt", map_location=device, weights_only=True)
+    optim = _torch_load(path / f"optim_rank{rank}.pt", device)
     return state, optim
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from pgolf.safeio import disk_errors
+
+    with disk_errors(path):  # disk full: one line; the earlier checkpoints stay
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        os.close(fd)
+        try:
+            torch.save(obj, tmp)
+            os.replace(tmp, path)
+        except RuntimeError as e:  # torch's zip writer reports a failed write as a RuntimeError
+            Path(tmp).unlink(missing_ok=True)
+            if "writ" in str(e):
+                why = " ".join(str(e).split())[:120]
+                raise PgolfError(f"{path}: cannot write ({why}); nothing was replaced") from None
+            raise
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
+import os
+import shutil
 from pathlib import Path
 
 from pgolf.cliutil import add_config_args, config_from_args, print_json
 from pgolf.config import Config
-from pgolf.errors import ConfigError
+from pgolf.errors import ConfigError, PgolfError
+from pgolf.safeio import read_json_file
 
 
 def register(sub) -> None:
@@ -35,9 +37,19 @@ def _resolve(args: argparse.Namespace) -> tuple[Config, Path, Path | None]:
             raise ConfigError(f"{run}: not a run directory (no config.json)")
         if args.sets or args.minutes is not None:
             raise ConfigError("--resume continues a run with its own config; --set/--minutes are not allowed")
-        raw = json.loads(meta.read_text())
-        cfg = Config.from_dict(raw)
-        data = Path(args.data or raw.get("data_dir") or cfg.data.data_path)
+        raw = read_json_file(meta)  # depth and size bounded: a crafted config.json is one line
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{meta}: expected a JSON object")
+        try:
+            cfg = Config.from_dict(raw)
+        except PgolfError as e:
+            raise ConfigError(f"{meta}: {e}") from None
+        except (TypeError, ValueError, AttributeError) as e:
+            raise ConfigError(f"{meta}: malformed config ({e})") from None
+        recorded = raw.get("data_dir")
+        if isinstance(recorded, str) and recorded and not Path(recorded).is_absolute():
+            recorded = str(run / recorded)  # recorded relative to the run directory
+        data = Path(args.data or recorded or cfg.data.data_path)
         return cfg, run, data
     sets = list(args.sets)
     if args.minutes is not None:
@@ -56,30 +68,125 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _dry_run(cfg, args.json)
     if out is None:
         raise ConfigError("--out RUN is required (where the run is written)")
-    if not args.resume and out.exists() and any(out.iterdir()) and not args.force:
-        raise ConfigError(
-            f"{out}: run directory exists and is not empty (use --resume to continue, --force to replace)"
-        )
     from pgolf import dist
     from pgolf.train.trainer import Trainer
 
-    if not args.resume and args.force and out.exists():
-        import shutil
-
-        info = dist.init(cfg.runtime)
-        if info.is_main:
-            shutil.rmtree(out)
-        dist.barrier()
-    trainer = Trainer(cfg, data, out, resume=bool(args.resume), show_progress=not args.quiet)
+    info = dist.init(cfg.runtime)
+    start, err = None, None
+    if info.is_main:
+        try:
+            start = RunStart(out, cfg, data, resume=bool(args.resume), force=args.force, preset=args.preset)
+        except PgolfError as e:
+            err = str(e)
+    err = dist.broadcast_object(err)
+    if err:
+        dist.shutdown()
+        raise ConfigError(err)
     try:
+        try:
+            trainer = Trainer(cfg, data, out, resume=bool(args.resume), show_progress=not args.quiet)
+        except BaseException:
+            if start is not None:
+                start.abort()  # the half-made --out goes; a replaced run comes back
+            raise
+        if start is not None:
+            start.started()  # the new run passed every check: only now is the replaced one deleted
+        dist.barrier()
         result = trainer.run()
     finally:
+        if start is not None:
+            start.release()
         dist.shutdown()
     if trainer.d.is_main:
         result["run"] = str(out)
         if args.json:
             print_json(result)
     return 0
+
+
+RUN_MARKERS = ("config.json", "train.log", "metrics.jsonl")
+
+
+def is_run_dir(path: Path) -> bool:
+    """A directory `pgolf train` made: its files, and no dataset's (a manifest or shards)."""
+    if not path.is_dir():
+        return False
+    if (path / "manifest.json").exists() or any(path.glob("fineweb_*.bin")):
+        return False
+    return any((path / m).is_file() for m in RUN_MARKERS)
+
+
+class RunStart:
+    """Rank 0's preparation of --out, before the Trainer touches it (issue 11, items 1, 4, 8).
+
+    Every check runs first: --out is none of the command's inputs, the data matches its
+    manifest, a --force target is a pgolf run no live process holds. Then the old run is
+    moved aside (not deleted) and the new directory locked. `abort` undoes all of it when
+    the Trainer fails to start; `started` deletes the old run once the new one has.
+    """
+
+    def __init__(self, out: Path, cfg: Config, data: Path, *, resume: bool, force: bool, preset: str | None):
+        from pgolf.data.tokenizer import find_tokenizer
+        from pgolf.runlock import LOCK_NAME, RunLock, is_locked, lock_owner
+        from pgolf.safeio import check_data_inputs, inside
+
+        self.out, self.old, self.created, self.resume = out, None, False, resume
+        inputs = [("--data", data)]
+        if cfg.data.tokenizer_path:
+            inputs.append(("data.tokenizer_path", Path(cfg.data.tokenizer_path)))
+        if preset and Path(preset).suffix == ".toml":
+            inputs.append(("--preset", Path(preset)))
+        for flag, p in inputs:
+            if p.exists() and inside(p, out) and not resume:
+                raise ConfigError(f"--out {out} contains {flag} {p}: refusing to write a run over its own input")
+            if p.is_dir() and inside(out, p):
+                raise ConfigError(f"--out {out} lies inside {flag} {p}: a run is not written into its input")
+        tok = find_tokenizer(data, cfg.data.tokenizer_path or None)
+        check_data_inputs(data, tok, cfg.model.vocab_size)
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"{out}: exists and is not a directory")
+        if out.is_dir() and is_locked(out):
+            raise ConfigError(f"{out}: in use by another pgolf process ({lock_owner(out)}); not touched")
+        # A lock file alone (left by a killed start) does not make a directory a run.
+        non_empty = out.is_dir() and any(p.name != LOCK_NAME for p in out.iterdir())
+        if non_empty and not resume:
+            if not force:
+                raise ConfigError(
+                    f"{out}: run directory exists and is not empty (use --resume to continue, --force to replace)"
+                )
+            if not is_run_dir(out):
+                raise ConfigError(f"{out}: not a pgolf run directory (no config.json/train.log); --force refuses it")
+            self.old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.rename(out, self.old)  # aside, not deleted: `abort` brings it back
+        self.created = not out.exists()
+        try:
+            self.lock = RunLock(out).acquire()
+        except BaseException:
+            self._restore()
+            raise
+
+    def _restore(self) -> None:
+        if not self.resume and self.out.exists():
+            if self.created or self.old is not None:
+                shutil.rmtree(self.out, ignore_errors=True)
+            else:  # an empty directory the user made: emptied again
+                for p in self.out.iterdir():
+                    shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        if self.old is not None:
+            os.rename(self.old, self.out)
+            self.old = None
+
+    def abort(self) -> None:
+        self.lock.release()
+        self._restore()
+
+    def started(self) -> None:
+        if self.old is not None:
+            shutil.rmtree(self.old, ignore_errors=True)
+            self.old = None
+
+    def release(self) -> None:
+        self.lock.release()
 
 
 def _dry_run(cfg: Config, as_json: bool) -> int:

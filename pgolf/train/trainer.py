@@ -28,11 +28,12 @@ from pgolf.data.bpb import load_byte_source
 from pgolf.data.loader import load_val_tokens
 from pgolf.data.packing import build_train_loader
 from pgolf.data.tokenizer import find_tokenizer
-from pgolf.errors import ConfigError, NonFiniteLossError
+from pgolf.errors import ConfigError, DataError, NonFiniteLossError, PgolfError
 from pgolf.eval.common import prepare_stream
 from pgolf.eval.plain import evaluate_plain
 from pgolf.model import build_model, count_params
 from pgolf.model.doc_attention import batch_cu_seqlens
+from pgolf.safeio import check_data_inputs_on_main, write_inputs_record
 from pgolf.sysinfo import system_info
 from pgolf.train import checkpoint
 from pgolf.train.muon import orthogonalizer
@@ -151,11 +152,15 @@ class Trainer:
         vocab = cfg.model.vocab_size
         tok_path = find_tokenizer(self.data_dir, cfg.data.tokenizer_path or None)
         self.tokenizer_path = tok_path
+        # The tokenizer and shards against the manifest (a swapped tokenizer gives a wrong bpb); what was read.
+        self.inputs = check_data_inputs_on_main(self.data_dir, tok_path, vocab, self.d.is_main)
         # The val byte sidecar when the dataset has one (CaseOps), else the challenge's tables.
         d = cfg.data
         self.tables = load_byte_source(self.data_dir, tok_path, vocab, source=d.byte_source, caseops=d.caseops)
         seq = max(t.train_seq_len, cfg.eval_seq_len)
         val = load_val_tokens(self.data_dir, vocab)
+        if len(val) < 2:
+            raise DataError(f"{self.data_dir}: the validation split has {len(val)} tokens (needs at least 2 to score)")
         self.val_full = val  # the whole split, for the evaluators after training
         # A cap, not a demand: periodic validation is a monitor, so a preset's cap adapts to a small split.
         cap = min(t.val_max_tokens, len(val) - 1) if t.val_max_tokens else None
@@ -266,6 +271,13 @@ class Trainer:
 
     def _load_checkpoint(self, path: Path) -> None:
         st, opt_state = checkpoint.load(path, self.d.rank, self.d.world_size, self.device)
+        try:
+            self._apply_checkpoint(st, opt_state)
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+            why = " ".join(str(e).split())[:160]
+            raise PgolfError(f"{path}: checkpoint does not fit this run ({type(e).__name__}: {why})") from None
+
+    def _apply_checkpoint(self, st: dict, opt_state: list) -> None:
         self.model.load_state_dict(st["model"])
         for opt, sd in zip(self.optimizers, opt_state, strict=True):
             opt.load_state_dict(sd)
@@ -318,12 +330,15 @@ class Trainer:
             world_size=self.d.world_size,
             grad_accum_steps=self.accum,
             params=self.params,
-            data_dir=str(self.data_dir.resolve()),
-            tokenizer=str(self.tokenizer_path),
+            # Relative to the run directory: a run (and a submission made from it) names no path of this machine.
+            data_dir=os.path.relpath(self.data_dir.resolve(), self.out.resolve()),
+            tokenizer=os.path.relpath(Path(self.tokenizer_path).resolve(), self.out.resolve()),
             byte_source=f"sidecar:{self.tables.rule}" if hasattr(self.tables, "rule") else "tables",
         )
         _write_json(self.out / "config.json", meta)
         _write_json(self.out / "system.json", system_info(self.device))
+        if self.inputs is not None:
+            write_inputs_record(self.out, self.inputs)
         manifest = self.data_dir / "manifest.json"
         if manifest.is_file():
             shutil.copyfile(manifest, self.out / "dataset.json")

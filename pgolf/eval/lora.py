@@ -1,0 +1,128 @@
+"""Per-document batched LoRA adapters for test-time training (FRONTIER F6.5).
+
+Row b of a batch holds one document and has its own adapters: for each adapted projection
+a pair A [bsz, r, in], B [bsz, out, r] adding delta(x) = (x A_b^T) B_b^T * alpha / r to row b.
+A starts uniform in (-1/sqrt(in), 1/sqrt(in)), B at zero, so a fresh adapter changes nothing
+until its first step.
+
+One set per EXECUTED layer pass (slot): with depth recurrence a repeated layer has one set
+per repeat. Each set adapts Q, K, V (fed the block's normed attention input), "O" (fed the
+same normed input, added after the out-projection before attn_scale) and the MLP (fed the
+normed MLP input, added before mlp_scale); one more on the LM head (final-normed hidden to
+logits, before the soft-cap). The model consults them through `forward_hidden(...,
+adapters=)` and `compute_logits(..., adapters=)`: `slot(k)` gives pass k's set.
+
+Every document draws its A from its own generator (`init_rows`), seeded by the document's
+index, so what a document starts from does not depend on its batch, its row or the number
+of processes. Draw order per document: the head, then every slot's q, k, v, o, mlp (those
+enabled), each `uniform_(-bound, bound)` of an [r, in] tensor.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from pgolf.errors import ConfigError
+
+SLOT_PARTS = ("q", "k", "v", "o", "mlp")
+
+
+class BatchedLoRA(nn.Module):
+    def __init__(self, bsz: int, in_features: int, out_features: int, rank: int, alpha: float):
+        super().__init__()
+        self.bound = 1.0 / math.sqrt(in_features)
+        self.scale = alpha / rank
+        self.A = nn.Parameter(torch.zeros(bsz, rank, in_features))
+        self.B = nn.Parameter(torch.zeros(bsz, out_features, rank))
+        self.rows: Tensor | None = None  # set by DocumentAdapters.use_rows: the batch rows of x
+
+    def forward(self, x: Tensor) -> Tensor:
+        a, b = (self.A, self.B) if self.rows is None else (self.A[self.rows], self.B[self.rows])
+        return ((x @ a.transpose(1, 2).to(x.dtype)) @ b.transpose(1, 2).to(x.dtype)) * self.scale
+
+    @torch.no_grad()
+    def init_row(self, row: int, gen: torch.Generator) -> None:
+        draw = torch.empty(self.A.shape[1:], dtype=self.A.dtype, device=self.A.device)
+        self.A[row].copy_(draw.uniform_(-self.bound, self.bound, generator=gen))
+        self.B[row].zero_()
+
+
+class SlotLoRA(nn.Module):
+    """One executed layer pass's adapters; a part switched off is None."""
+
+    def __init__(self, bsz: int, dim: int, kv_dim: int, rank: int, alpha: float, parts: tuple[str, ...]):
+        super().__init__()
+        outs = {"q": dim, "k": kv_dim, "v": kv_dim, "o": dim, "mlp": dim}
+        for name in SLOT_PARTS:
+            setattr(self, name, BatchedLoRA(bsz, dim, outs[name], rank, alpha) if name in parts else None)
+
+    def loras(self) -> list[BatchedLoRA]:
+        return [getattr(self, n) for n in SLOT_PARTS if getattr(self, n) is not None]
+
+
+def adapter_parts(k_lora: bool = True, o_lora: bool = True, mlp_lora: bool = True) -> tuple[str, ...]:
+    """Q and V are always adapted (as the record); K, O and MLP by switch."""
+    return tuple(n for n, on in zip(SLOT_PARTS, (True, k_lora, True, o_lora, mlp_lora)) if on)
+
+
+def num_slots(model) -> int:
+    encoder, decoder = model.schedules[model.looping]
+    return len(encoder) + len(decoder)
+
+
+def check_rank(model, rank: int, parts: tuple[str, ...]) -> None:
+    """A rank above a projection's smaller side is refused (the adapter would be over-parametrised)."""
+    cfg = model.config
+    dim, kv = cfg.model_dim, cfg.num_kv_heads * (cfg.model_dim // cfg.num_heads)
+    sides = {"q": (dim, dim), "k": (dim, kv), "v": (dim, kv), "o": (dim, dim), "mlp": (dim, dim)}
+    sides = {n: sides[n] for n in parts} | {"head": (dim, cfg.vocab_size)}
+    name, (i, o) = min(sides.items(), key=lambda kv_: min(kv_[1]))
+    if rank > min(i, o):
+        raise ConfigError(
+            f"eval.ttt_lora_rank={rank} is larger than the {name} projection it adapts "
+            f"({i} -> {o}): at most {min(i, o)}"
+        )
+
+
+class DocumentAdapters(nn.Module):
+    """All adapters of a batch of `bsz` documents for `model`."""
+
+    def __init__(self, model, bsz: int, rank: int, alpha: float, parts: tuple[str, ...] = SLOT_PARTS):
+        super().__init__()
+        check_rank(model, rank, parts)
+        cfg = model.config
+        dim = cfg.model_dim
+        kv = cfg.num_kv_heads * (dim // cfg.num_heads)
+        self.bsz = bsz
+        self.head = BatchedLoRA(bsz, dim, cfg.vocab_size, rank, alpha)
+        self.slots = nn.ModuleList(SlotLoRA(bsz, dim, kv, rank, alpha, parts) for _ in range(num_slots(model)))
+        device = model.tok_emb.weight.device
+        self.to(device)
+
+    def slot(self, k: int) -> SlotLoRA:
+        return self.slots[k]
+
+    def loras(self) -> list[BatchedLoRA]:
+        return [self.head, *(lo for s in self.slots for lo in s.loras())]
+
+    def init_rows(self, seeds: list[int]) -> None:
+        """Fresh adapters for rows 0..len(seeds)-1: row b's A from a generator seeded with seeds[b], B = 0."""
+        device = self.head.A.device
+        for b, seed in enumerate(seeds):
+            gen = torch.Generator(device=device)
+            gen.manual_seed(int(seed))
+            for lo in self.loras():
+                lo.init_row(b, gen)
+
+    def use_rows(self, rows: Tensor | None) -> None:
+        """Run only these batch rows (x has len(rows) rows); None: all rows."""
+        for lo in self.loras():
+            lo.rows = rows
+
+
+def document_seed(base_seed: int, doc_index: int) -> int:
+    """The generator seed of a document's adapters (a function of the document alone)."""
+    return (int(base_seed) << 32) + int(doc_index)

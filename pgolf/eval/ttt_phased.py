@@ -93,7 +93,7 @@ def select_documents(queue: list[list[Document]], upto: int, boundary: int, rule
         raise ConfigError(f"eval.global_ttt_selection must be 'first' or 'shortest', got {rule!r}")
     # The record's sort key (batch index in ascending-length order, position in batch) is the
     # document's rank in the stable ascending-length sort.
-    rank = {d.index: r for r, d in enumerate(sorted(order, key=lambda d: d.n_pred))}
+    rank = {d.index: r for r, d in enumerate(sorted(order, key=lambda d: (d.n_pred, d.index)))}
     scored = [d for b in queue[: upto + 1] for d in b]
     return sorted(scored, key=lambda d: rank[d.index])[:boundary]
 

@@ -37,7 +37,7 @@ MODEL = [
 # shorter than the longest documents, batches of mixed sizes, three phases, several SGD chunks.
 EVAL = [
     "eval.seq_len=64", "eval.stride=16", "eval.ttt_context=0", "eval.ttt_lora_rank=4", "eval.ttt_chunk=16",
-    "eval.ttt_doc_batch=8", "eval.ttt_phases=3", "eval.ttt_prefix_docs=20", "eval.global_ttt_lr=0.01",
+    "eval.ttt_doc_batch=8", "eval.ttt_phases=3", "eval.ttt_prefix_docs=20", "eval.global_ttt_lr=0.003",
     "eval.global_ttt_chunk_tokens=300", "eval.global_ttt_batch_seqs=3",
 ]  # fmt: skip
 

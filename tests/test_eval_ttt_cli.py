@@ -15,7 +15,8 @@ import pgolf
 from pgolf.data.shards import write_shard
 
 FAST = ["--seq-len", "128", "--stride", "32", "--no-env", "--set", "runtime.device=cpu", "--max-tokens", "600"]
-SMALL = ["--set", "eval.ttt_lora_rank=4", "--set", "eval.ttt_prefix_docs=1", "--set", "eval.global_ttt_chunk_tokens=256"]
+SMALL = ["--set", "eval.ttt_lora_rank=4", "--set", "eval.ttt_prefix_docs=1",
+         "--set", "eval.global_ttt_chunk_tokens=256"]  # fmt: skip
 
 
 @pytest.fixture(autouse=True)

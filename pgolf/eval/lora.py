@@ -37,11 +37,9 @@ class BatchedLoRA(nn.Module):
         self.scale = alpha / rank
         self.A = nn.Parameter(torch.zeros(bsz, rank, in_features))
         self.B = nn.Parameter(torch.zeros(bsz, out_features, rank))
-        self.rows: Tensor | None = None  # set by DocumentAdapters.use_rows: the batch rows of x
 
     def forward(self, x: Tensor) -> Tensor:
-        a, b = (self.A, self.B) if self.rows is None else (self.A[self.rows], self.B[self.rows])
-        return ((x @ a.transpose(1, 2).to(x.dtype)) @ b.transpose(1, 2).to(x.dtype)) * self.scale
+        return ((x @ self.A.transpose(1, 2).to(x.dtype)) @ self.B.transpose(1, 2).to(x.dtype)) * self.scale
 
     @torch.no_grad()
     def init_row(self, row: int, gen: torch.Generator) -> None:
@@ -117,10 +115,52 @@ class DocumentAdapters(nn.Module):
             for lo in self.loras():
                 lo.init_row(b, gen)
 
-    def use_rows(self, rows: Tensor | None) -> None:
-        """Run only these batch rows (x has len(rows) rows); None: all rows."""
+    @torch.no_grad()
+    def keep_rows(self, keep: Tensor) -> None:
+        """Drop every row not in `keep` (documents with no chunk left), gradients included.
+        The parameters are replaced by new ones (hand `parameters()` to the optimiser again)."""
         for lo in self.loras():
-            lo.rows = rows
+            for name in ("A", "B"):
+                old = getattr(lo, name)
+                new = nn.Parameter(old.data[keep])
+                new.grad = None if old.grad is None else old.grad[keep]
+                setattr(lo, name, new)
+
+
+class BatchedAdamW:
+    """AdamW (decoupled weight decay, bias correction; torch.optim.AdamW's arithmetic) over
+    tensors whose first axis is the document, so rows can be dropped between steps
+    (`keep_rows`): a finished document then costs nothing. All rows share the step count,
+    as every document of a batch starts at its chunk 0 together."""
+
+    def __init__(self, params: list, lr: float, betas: tuple[float, float], eps: float, weight_decay: float):
+        self.params, self.lr, self.betas, self.eps, self.wd = list(params), lr, betas, eps, weight_decay
+        self.m = [torch.zeros_like(p) for p in self.params]
+        self.v = [torch.zeros_like(p) for p in self.params]
+        self.t = 0
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def keep_rows(self, keep: Tensor, params: list) -> None:
+        """Keep the state of rows `keep`; `params` are the (new) parameters, in the same order."""
+        self.params = list(params)
+        self.m = [m[keep] for m in self.m]
+        self.v = [v[keep] for v in self.v]
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.t += 1
+        b1, b2 = self.betas
+        bc1, bc2_sqrt = 1 - b1**self.t, math.sqrt(1 - b2**self.t)
+        for p, m, v in zip(self.params, self.m, self.v):
+            g = p.grad if p.grad is not None else torch.zeros_like(p)
+            p.mul_(1 - self.lr * self.wd)
+            m.lerp_(g, 1 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            p.addcdiv_(m, (v.sqrt() / bc2_sqrt).add_(self.eps), value=-self.lr / bc1)
 
 
 def document_seed(base_seed: int, doc_index: int) -> int:

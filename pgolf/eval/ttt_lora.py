@@ -14,7 +14,8 @@ document's own seed, B = 0) and a fresh AdamW. Chunk loop (F6.5), chunk c tokens
 window of W tokens of same-document context: the document's chunk i ends at e = P for its
 last chunk and c(i+1) otherwise; its window of predictions is [max(0, e - W), e) and it
 scores [c i, e). All rows share one padded width min(c(i+1), W); documents with no chunk i
-left are dropped from the batch. Each chunk is run once with gradients enabled; the scores
+left have left the batch (their adapter rows and optimiser state are dropped, so a finished
+document costs nothing). Each chunk is run once with gradients enabled; the scores
 of its targets are added under no_grad, and only then one AdamW step on the sum over
 documents of the mean loss of each document's chunk, for the documents that have a later
 chunk (no step ever follows a document's last chunk). Every target is scored once, by a
@@ -43,7 +44,7 @@ from pgolf.data.documents import document_spans
 from pgolf.data.tokenizer import BOS_ID
 from pgolf.errors import ConfigError, DataError
 from pgolf.eval.common import Scorer, Timer, Totals, autocast_context, nll_per_position, rank_world
-from pgolf.eval.lora import DocumentAdapters, adapter_parts, check_rank, document_seed
+from pgolf.eval.lora import BatchedAdamW, DocumentAdapters, adapter_parts, check_rank, document_seed
 from pgolf.eval.ttt import restored
 
 
@@ -135,37 +136,28 @@ class BatchRunner:
                  ledger=None, progress=None):  # fmt: skip
         self.model, self.stream, self.scorer, self.opts = model, stream, scorer, opts
         self.device, self.autocast, self.ledger, self.progress = device, autocast, ledger, progress
-        self._adapters: dict[int, DocumentAdapters] = {}  # reused allocations, by batch size
         self.lora_steps = 0
-
-    def adapters(self, bsz: int) -> DocumentAdapters:
-        if bsz not in self._adapters:
-            o = self.opts
-            self._adapters = {bsz: DocumentAdapters(self.model, bsz, o.rank, o.alpha, o.parts)}
-        return self._adapters[bsz]
 
     def run(self, batch: list[Document]) -> None:
         o, model, dev = self.opts, self.model, self.device
-        ad = self.adapters(len(batch))
+        ad = DocumentAdapters(model, len(batch), o.rank, o.alpha, o.parts)
         ad.init_rows([document_seed(o.seed, d.index) for d in batch])
-        opt = torch.optim.AdamW(ad.parameters(), lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps,
-                                weight_decay=o.weight_decay)  # fmt: skip
+        opt = BatchedAdamW(list(ad.parameters()), o.lr, (o.beta1, o.beta2), o.eps, o.weight_decay)
         n_chunks = [-(-d.n_pred // o.chunk) for d in batch]
+        rows = list(range(len(batch)))  # the documents the adapters' rows hold: those with chunk i left
         last = len(self.stream) - 1
         for i in range(max(n_chunks)):
-            active = [b for b in range(len(batch)) if i < n_chunks[b]]
-            wins = [chunk_window(i, batch[b].n_pred, o.chunk, o.context) for b in active]
+            wins = [chunk_window(i, batch[b].n_pred, o.chunk, o.context) for b in rows]
             width = min(o.chunk * (i + 1), o.context)
-            first = torch.tensor([batch[b].start + s for b, (s, _) in zip(active, wins)], device=dev)
+            first = torch.tensor([batch[b].start + s for b, (s, _) in zip(rows, wins)], device=dev)
             win_len = torch.tensor([e - s for s, e in wins], device=dev)
             off = torch.tensor([o.chunk * i - s for s, _ in wins], device=dev)  # first scored column
-            train = torch.tensor([i < n_chunks[b] - 1 for b in active], device=dev)
+            train = torch.tensor([i < n_chunks[b] - 1 for b in rows], device=dev)
             cols = torch.arange(width, device=dev)
             valid = cols[None, :] < win_len[:, None]
             pos = first[:, None] + cols[None, :]  # stream position of each input = its target's index
             x = torch.where(valid, self.stream[pos.clamp(max=last)], 0)
             y = torch.where(valid, self.stream[(pos + 1).clamp(max=last)], 0)
-            ad.use_rows(None if len(active) == len(batch) else torch.tensor(active, device=dev))
             with torch.enable_grad(), autocast_context(dev, self.autocast):
                 logits = model.compute_logits(model.forward_hidden(x, adapters=ad), adapters=ad)
             ptl = nll_per_position(logits, y)
@@ -177,19 +169,23 @@ class BatchRunner:
             if self.progress is not None:
                 self.progress.update(int(scored.sum()))
             if not bool(train.any()):
-                continue
+                break  # every remaining document has just had its last chunk
             # Each trained document's chunk is [off, off + chunk) (a full chunk: not its last one).
             in_chunk = (cols[None, :] >= off[:, None]) & (cols[None, :] < off[:, None] + o.chunk) & train[:, None]
             loss = (ptl * in_chunk).sum() / o.chunk
             if self.ledger is not None:  # the step reads each trained window's inputs and targets
                 read = valid & train[:, None]
-                own_bos = pos == torch.tensor([batch[b].start for b in active], device=dev)[:, None]
+                own_bos = pos == torch.tensor([batch[b].start for b in rows], device=dev)[:, None]
                 self.ledger.read(torch.cat([pos[read & ~own_bos], (pos + 1)[read]]).cpu().numpy(), "lora-step")
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             loss.backward()
+            if not bool(train.all()):  # documents done after this chunk leave the batch before the step
+                keep = torch.nonzero(train).flatten()
+                ad.keep_rows(keep)
+                opt.keep_rows(keep, list(ad.parameters()))
+                rows = [rows[j] for j in keep.tolist()]
             opt.step()
             self.lora_steps += 1
-        ad.use_rows(None)
 
 
 def run_documents(

@@ -247,3 +247,25 @@ def test_bad_input_is_one_clear_error():
         evaluate(model, "ttt-lora", tokens, sidecar(counts), ttt_config("eval.ttt_lora_rank=20"), "cpu")
     with pytest.raises(ConfigError, match="ttt_doc_order"):
         ttt_config("eval.ttt_doc_order=random")
+
+
+# --------------------------------------------------------------------------- C1 (pgolf audit)
+@pytest.mark.parametrize(
+    "method,sets,causal",
+    [
+        ("ttt-lora", [], True),  # documents are independent: nothing earlier in the stream moves
+        ("ttt-phased", ["eval.ttt_doc_order=stream"], True),  # pauses only carry earlier documents forward
+        # Length order: global SGD on (often later) documents reaches documents earlier in the
+        # stream that are scored after the pause -- FRONTIER F7.3(b), by the letter of C1.
+        ("ttt-phased", [], False),
+    ],
+)
+def test_stream_order_causality_by_audit(method, sets, causal):
+    from pgolf.eval.audit import audit
+
+    tokens, counts = caseops_stream()
+    rep = audit(ttt_model(), method, tokens, sidecar(counts), ttt_config(*sets), "cpu", n_targets=len(tokens) - 1,
+                positions=2)  # fmt: skip
+    assert rep["score_first"] is causal, rep["details"]
+    if causal:
+        assert rep["max_change"] == 0.0

@@ -194,8 +194,9 @@ def document_stream(n_docs: int, mean_len: int, vocab: int, seed: int = 2) -> np
     return np.concatenate([*parts, [1]]).astype(np.uint16)
 
 
-def bench_documents(n_docs: int, mean_len: int, seq_len: int, doc_batch: int, rank: int, device) -> dict:
-    base = [f"eval.seq_len={seq_len}", "eval.stride=64", "eval.batch_seqs=32", f"eval.ttt_lora_rank={rank}",
+def bench_documents(n_docs: int, mean_len: int, seq_len: int, doc_batch: int, rank: int, device, dim: int = 0) -> dict:
+    narrow = [f"model.model_dim={dim}", "model.num_heads=4", "model.num_kv_heads=2"] if dim else []
+    base = [*narrow, f"eval.seq_len={seq_len}", "eval.stride=64", "eval.batch_seqs=32", f"eval.ttt_lora_rank={rank}",
             "eval.ttt_chunk=48", "eval.ttt_context=0", f"eval.ttt_prefix_docs={n_docs // 2}", "eval.ttt_phases=3",
             f"eval.global_ttt_chunk_tokens={8 * seq_len}", "eval.global_ttt_batch_seqs=8",
             "runtime.device=" + device.type, "runtime.compile=off"]  # fmt: skip
@@ -258,6 +259,7 @@ def main() -> int:
     ap.add_argument("--doc-seq-len", type=int, default=512, help="part 3: window (the record's 2048 / 4)")
     ap.add_argument("--doc-batch", type=int, default=32, help="part 3: documents per batch")
     ap.add_argument("--rank", type=int, default=32, help="part 3: LoRA rank (the record's 80 of 512, scaled)")
+    ap.add_argument("--doc-dim", type=int, default=0, help="part 3: model width (0 = frontier-tiny's 192)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -271,7 +273,8 @@ def main() -> int:
     if args.part in ("all", "documents"):
         print(f"\nPer-document LoRA TTT: frontier-tiny, {args.docs} documents (mean {args.doc_len}), "
               f"window {args.doc_seq_len}, chunk 48, stride 64, rank {args.rank}")  # fmt: skip
-        docs = bench_documents(args.docs, args.doc_len, args.doc_seq_len, args.doc_batch, args.rank, device)
+        docs = bench_documents(args.docs, args.doc_len, args.doc_seq_len, args.doc_batch, args.rank, device,
+                               args.doc_dim)  # fmt: skip
         result["documents"] = docs
         print(f"  batching speed-up {docs['batching_speedup']:.1f} x, bpb difference "
               f"{docs['batching_bpb_difference']:.2e}")  # fmt: skip

@@ -45,8 +45,8 @@ def test_eval_runs_the_document_methods(tmp_path, monkeypatch, capsys, method):
     rc, out, err = cli(["eval", str(art), "--data", str(data), "--method", method, "--json", *FAST, *SMALL], capsys)
     assert rc == 0, err
     res = json.loads(out)
-    assert res["tokens"] == 600 and res["score_first"] is True and res["params"]["rank"] == 4
-    assert ("global_phases" in res["params"]) == (method == "ttt-phased")
+    assert res["tokens"] == 600 and res["score_first"] is True and res["params"]["ttt_lora_rank"] == 4
+    assert ("ttt_phases" in res["params"]) == (method == "ttt-phased")
 
 
 @pytest.mark.parametrize(

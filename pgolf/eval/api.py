@@ -53,12 +53,18 @@ def method_params(method: str, cfg: Config) -> dict:
         out.update(ttt_chunk_tokens=e.ttt_chunk_tokens, ttt_lr=e.ttt_lr, ttt_epochs=e.ttt_epochs,
                    ttt_momentum=e.ttt_momentum, ttt_batch_seqs=e.ttt_batch_seqs, ttt_grad_clip=e.ttt_grad_clip,
                    ttt_freeze_blocks=e.ttt_freeze_blocks)  # fmt: skip
-    if method in DOCUMENT_METHODS:
-        out = {"seq_len": cfg.eval_seq_len, **vars(lora_options(cfg))}
-        out["parts"] = list(out["parts"])
-        if method == "ttt-phased":
-            out.update({f"global_{k}": v for k, v in vars(phase_options(cfg)).items() if k != "seq_len"})
+    if method in DOCUMENT_METHODS:  # [eval] field names, so that `pgolf sweep` finds them
+        keys = LORA_FIELDS + (PHASE_FIELDS if method == "ttt-phased" else ())
+        out = {"seq_len": cfg.eval_seq_len, **{k: getattr(e, k) for k in keys}}
     return out
+
+
+LORA_FIELDS = ("ttt_lora_rank", "ttt_lora_alpha", "ttt_lora_lr", "ttt_lora_beta1", "ttt_lora_beta2", "ttt_lora_eps",
+               "ttt_lora_wd", "ttt_lora_seed", "ttt_k_lora", "ttt_o_lora", "ttt_mlp_lora", "ttt_chunk", "ttt_context",
+               "ttt_doc_batch", "ttt_doc_order")  # fmt: skip
+PHASE_FIELDS = ("ttt_phases", "ttt_prefix_docs", "global_ttt_lr", "global_ttt_momentum", "global_ttt_epochs",
+                "global_ttt_chunk_tokens", "global_ttt_batch_seqs", "global_ttt_grad_clip", "global_ttt_selection",
+                "global_ttt_last_chunk", "global_ttt_join")  # fmt: skip
 
 
 def check_settings(method: str, cfg: Config, n_targets: int) -> None:

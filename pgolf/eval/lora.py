@@ -31,12 +31,12 @@ SLOT_PARTS = ("q", "k", "v", "o", "mlp")
 
 
 class BatchedLoRA(nn.Module):
-    def __init__(self, bsz: int, in_features: int, out_features: int, rank: int, alpha: float):
+    def __init__(self, bsz: int, in_features: int, out_features: int, rank: int, alpha: float, device=None):
         super().__init__()
         self.bound = 1.0 / math.sqrt(in_features)
         self.scale = alpha / rank
-        self.A = nn.Parameter(torch.zeros(bsz, rank, in_features))
-        self.B = nn.Parameter(torch.zeros(bsz, out_features, rank))
+        self.A = nn.Parameter(torch.zeros(bsz, rank, in_features, device=device))
+        self.B = nn.Parameter(torch.zeros(bsz, out_features, rank, device=device))
 
     def forward(self, x: Tensor) -> Tensor:
         return ((x @ self.A.transpose(1, 2).to(x.dtype)) @ self.B.transpose(1, 2).to(x.dtype)) * self.scale
@@ -51,11 +51,12 @@ class BatchedLoRA(nn.Module):
 class SlotLoRA(nn.Module):
     """One executed layer pass's adapters; a part switched off is None."""
 
-    def __init__(self, bsz: int, dim: int, kv_dim: int, rank: int, alpha: float, parts: tuple[str, ...]):
+    def __init__(self, bsz: int, dim: int, kv_dim: int, rank: int, alpha: float, parts: tuple[str, ...], device=None):
         super().__init__()
         outs = {"q": dim, "k": kv_dim, "v": kv_dim, "o": dim, "mlp": dim}
         for name in SLOT_PARTS:
-            setattr(self, name, BatchedLoRA(bsz, dim, outs[name], rank, alpha) if name in parts else None)
+            lora = BatchedLoRA(bsz, dim, outs[name], rank, alpha, device) if name in parts else None
+            setattr(self, name, lora)
 
     def loras(self) -> list[BatchedLoRA]:
         return [getattr(self, n) for n in SLOT_PARTS if getattr(self, n) is not None]
@@ -95,10 +96,9 @@ class DocumentAdapters(nn.Module):
         dim = cfg.model_dim
         kv = cfg.num_kv_heads * (dim // cfg.num_heads)
         self.bsz = bsz
-        self.head = BatchedLoRA(bsz, dim, cfg.vocab_size, rank, alpha)
-        self.slots = nn.ModuleList(SlotLoRA(bsz, dim, kv, rank, alpha, parts) for _ in range(num_slots(model)))
-        device = model.tok_emb.weight.device
-        self.to(device)
+        device = model.tok_emb.weight.device  # built where the model is (at the record's size, 445 M values)
+        self.head = BatchedLoRA(bsz, dim, cfg.vocab_size, rank, alpha, device)
+        self.slots = nn.ModuleList(SlotLoRA(bsz, dim, kv, rank, alpha, parts, device) for _ in range(num_slots(model)))
 
     def slot(self, k: int) -> SlotLoRA:
         return self.slots[k]
@@ -152,15 +152,20 @@ class BatchedAdamW:
 
     @torch.no_grad()
     def step(self) -> None:
+        """One step over all tensors at once (multi-tensor kernels: ~170 adapter tensors per batch)."""
         self.t += 1
         b1, b2 = self.betas
         bc1, bc2_sqrt = 1 - b1**self.t, math.sqrt(1 - b2**self.t)
-        for p, m, v in zip(self.params, self.m, self.v):
-            g = p.grad if p.grad is not None else torch.zeros_like(p)
-            p.mul_(1 - self.lr * self.wd)
-            m.lerp_(g, 1 - b1)
-            v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            p.addcdiv_(m, (v.sqrt() / bc2_sqrt).add_(self.eps), value=-self.lr / bc1)
+        ps = self.params
+        gs = [p.grad if p.grad is not None else torch.zeros_like(p) for p in ps]
+        torch._foreach_mul_(ps, 1 - self.lr * self.wd)
+        torch._foreach_lerp_(self.m, gs, 1 - b1)
+        torch._foreach_mul_(self.v, b2)
+        torch._foreach_addcmul_(self.v, gs, gs, value=1 - b2)
+        denom = torch._foreach_sqrt(self.v)
+        torch._foreach_div_(denom, bc2_sqrt)
+        torch._foreach_add_(denom, self.eps)
+        torch._foreach_addcdiv_(ps, self.m, denom, value=-self.lr / bc1)
 
 
 def document_seed(base_seed: int, doc_index: int) -> int:

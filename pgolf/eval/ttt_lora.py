@@ -13,17 +13,19 @@ Per batch, every document gets a fresh adapter set (`pgolf.eval.lora`, A drawn f
 document's own seed, B = 0) and a fresh AdamW. Chunk loop (F6.5), chunk c tokens and a
 window of W tokens of same-document context: the document's chunk i ends at e = P for its
 last chunk and c(i+1) otherwise; its window of predictions is [max(0, e - W), e) and it
-scores [c i, e). All rows share one padded width min(c(i+1), W); documents with no chunk i
-left have left the batch (their adapter rows and optimiser state are dropped, so a finished
-document costs nothing). Each chunk is run once with gradients enabled; the scores
-of its targets are added under no_grad, and only then one AdamW step on the sum over
-documents of the mean loss of each document's chunk, for the documents that have a later
-chunk (no step ever follows a document's last chunk). Every target is scored once, by a
-model whose adapters were trained only on targets scored before it: score-first by
-construction, and the ScoreLedger (if given) records it. Convention: a document's own
-leading BOS is given to it, as s[0] is to the stream (the cut at BOS is the method's
-premise; that the queue order itself is computed from every document's length is F7.3(b)),
-so reads of it are not reported; every other token a step reads is.
+scores [c i, e). The record pads all rows to one width min(c(i+1), W); pgolf pads only to
+the longest window present and runs the head only from the first column any row scores (the
+columns before are context). Documents with no chunk i left have left the batch (their
+adapter rows and optimiser state are dropped, so a finished document costs nothing). Each
+chunk is run once with gradients enabled; the scores of its targets are added under
+no_grad, and only then one AdamW step on the sum over documents of the mean loss of each
+document's chunk, for the documents that have a later chunk (no step ever follows a
+document's last chunk). Every target is scored once, by a model whose adapters were
+trained only on targets scored before it: score-first by construction, and the
+ScoreLedger (if given) records it. Convention: a document's own leading BOS is given to
+it, as s[0] is to the stream (the cut at BOS is the method's premise; that the queue
+order itself is computed from every document's length is F7.3(b)), so reads of it are
+not reported; every other token a step reads is.
 
 World-size independence: the queue is built identically on every rank and cut into
 segments at the phase pauses (`pgolf.eval.ttt_phased`; ttt-lora has none); a segment's
@@ -148,7 +150,9 @@ class BatchRunner:
         last = len(self.stream) - 1
         for i in range(max(n_chunks)):
             wins = [chunk_window(i, batch[b].n_pred, o.chunk, o.context) for b in rows]
-            width = min(o.chunk * (i + 1), o.context)
+            # The record pads every row to min(c(i+1), W); the longest window here is enough
+            # (padding sits after every real token, so causal attention makes it inert).
+            width = max(e - s for s, e in wins)
             first = torch.tensor([batch[b].start + s for b, (s, _) in zip(rows, wins)], device=dev)
             win_len = torch.tensor([e - s for s, e in wins], device=dev)
             off = torch.tensor([o.chunk * i - s for s, _ in wins], device=dev)  # first scored column
@@ -158,8 +162,14 @@ class BatchRunner:
             pos = first[:, None] + cols[None, :]  # stream position of each input = its target's index
             x = torch.where(valid, self.stream[pos.clamp(max=last)], 0)
             y = torch.where(valid, self.stream[(pos + 1).clamp(max=last)], 0)
+            # Columns before every row's chunk are context only: the head runs from the first chunk column on.
+            lo = int(off.min())
+            window = (pos, valid)  # what the forward reads (for the ledger)
+            cols, valid, pos, y = cols[lo:], valid[:, lo:], pos[:, lo:], y[:, lo:]
             with torch.enable_grad(), autocast_context(dev, self.autocast):
-                logits = model.compute_logits(model.forward_hidden(x, adapters=ad), adapters=ad)
+                hidden = model.forward_hidden(x, adapters=ad)[:, lo:]
+                logits = model.compute_logits(hidden, adapters=ad)
+            x = x[:, lo:]
             ptl = nll_per_position(logits, y)
             scored = valid & (cols[None, :] >= off[:, None])
             with torch.no_grad():
@@ -174,9 +184,10 @@ class BatchRunner:
             in_chunk = (cols[None, :] >= off[:, None]) & (cols[None, :] < off[:, None] + o.chunk) & train[:, None]
             loss = (ptl * in_chunk).sum() / o.chunk
             if self.ledger is not None:  # the step reads each trained window's inputs and targets
-                read = valid & train[:, None]
-                own_bos = pos == torch.tensor([batch[b].start for b in rows], device=dev)[:, None]
-                self.ledger.read(torch.cat([pos[read & ~own_bos], (pos + 1)[read]]).cpu().numpy(), "lora-step")
+                wpos, wvalid = window
+                read = wvalid & train[:, None]
+                own_bos = wpos == torch.tensor([batch[b].start for b in rows], device=dev)[:, None]
+                self.ledger.read(torch.cat([wpos[read & ~own_bos], (wpos + 1)[read]]).cpu().numpy(), "lora-step")
             opt.zero_grad()
             loss.backward()
             if not bool(train.all()):  # documents done after this chunk leave the batch before the step

@@ -11,9 +11,16 @@ multiple of sliding's. By default the model is the `tiny` preset's architecture
 (random weights: cost does not depend on what the weights are), because the record
 model's hidden-state pass at 2048 tokens is too slow for a CPU run of reasonable length.
 
+Part 3 (`--part documents`), per-document LoRA TTT at the record's geometry scaled down for
+a CPU: the `frontier-tiny` architecture (random weights), a stream of BOS-led documents with
+lengths drawn log-normally (mean about a quarter of the record's 957 tokens, as the window
+is a quarter of its 2048), chunk 48, stride 64, rank scaled with the width. It times sliding,
+ttt-lora batched (documents per batch `--doc-batch`) and one document at a time (batch 1;
+the two must give the same bpb), and ttt-phased with its per-phase times.
+
 On CPU everything is fp32 (the seed computes sliding logits in bf16 under CUDA autocast).
 
-    python benchmarks/bench_eval.py [--quick] [--out benchmarks/results/bench_eval.json]
+    python benchmarks/bench_eval.py [--quick] [--part all|slot|methods|documents] [--out FILE]
 """
 
 from __future__ import annotations
@@ -178,6 +185,61 @@ def bench_methods(preset: str, windows: int, seq_len: int, stride: int, device: 
     }
 
 
+# --------------------------------------------------------------------------- part 3
+def document_stream(n_docs: int, mean_len: int, vocab: int, seed: int = 2) -> np.ndarray:
+    """BOS-led documents of log-normal lengths (sigma 1, clipped to [8, 8 mean]); ids avoid BOS."""
+    rng = np.random.default_rng(seed)
+    lengths = np.clip(rng.lognormal(np.log(mean_len) - 0.5, 1.0, size=n_docs), 8, 8 * mean_len).astype(int)
+    parts = [np.concatenate(([1], rng.integers(2, vocab, size=n))) for n in lengths]
+    return np.concatenate([*parts, [1]]).astype(np.uint16)
+
+
+def bench_documents(n_docs: int, mean_len: int, seq_len: int, doc_batch: int, rank: int, device, dim: int = 0) -> dict:
+    narrow = [f"model.model_dim={dim}", "model.num_heads=4", "model.num_kv_heads=2"] if dim else []
+    base = [*narrow, f"eval.seq_len={seq_len}", "eval.stride=64", "eval.batch_seqs=32", f"eval.ttt_lora_rank={rank}",
+            "eval.ttt_chunk=48", "eval.ttt_context=0", f"eval.ttt_prefix_docs={n_docs // 2}", "eval.ttt_phases=3",
+            f"eval.global_ttt_chunk_tokens={8 * seq_len}", "eval.global_ttt_batch_seqs=8",
+            "runtime.device=" + device.type, "runtime.compile=off"]  # fmt: skip
+    cfg = load_config("frontier-tiny", sets=base, environ={})
+    model = build_model(cfg.model, seed=0).to(device).eval()
+    V = cfg.model.vocab_size
+    tokens = document_stream(n_docs, mean_len, V)
+    tables = uniform_tables(V)
+    warm = document_stream(4, 64, V, seed=3)
+    for method in ("sliding", "ttt-lora"):  # first-call costs untimed
+        evaluate(model, method, warm, tables, cfg, device)
+    runs = [("sliding", []), ("ttt-lora", [f"eval.ttt_doc_batch={doc_batch}"]), ("ttt-lora", ["eval.ttt_doc_batch=1"]),
+            ("ttt-phased", [f"eval.ttt_doc_batch={doc_batch}"])]  # fmt: skip
+    rows = []
+    for method, sets in runs:
+        c = load_config("frontier-tiny", sets=[*base, *sets], environ={})
+        stats: dict = {}
+        res, _ = evaluate(model, method, tokens, tables, c, device, stats=stats if method != "sliding" else None)
+        row = {"run": method + (f" (batch {c.eval.ttt_doc_batch})" if method != "sliding" else ""),
+               "seconds": res.seconds, "tokens": res.tokens, "val_bpb": res.val_bpb, **stats}  # fmt: skip
+        rows.append(row)
+        print(f"  {row['run']:<28} {res.seconds:8.2f} s  bpb {res.val_bpb:.8f}", flush=True)
+    sliding = rows[0]["seconds"]
+    for r in rows:
+        r["x_sliding"] = r["seconds"] / sliding
+    m = cfg.model
+    return {
+        "preset": "frontier-tiny",
+        "model": f"{m.num_layers}x{m.model_dim}, vocab {V}, {m.num_loops} loops",
+        "documents": n_docs,
+        "targets": len(tokens) - 1,
+        "mean_doc_len": float((len(tokens) - 1) / n_docs),
+        "seq_len": seq_len,
+        "chunk": 48,
+        "stride": 64,
+        "rank": rank,
+        "doc_batch": doc_batch,
+        "rows": rows,
+        "batching_speedup": rows[2]["seconds"] / rows[1]["seconds"],
+        "batching_bpb_difference": abs(rows[2]["val_bpb"] - rows[1]["val_bpb"]),
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="benchmarks/results/bench_eval.json")
@@ -191,15 +253,42 @@ def main() -> int:
     ap.add_argument("--ttt-chunk", type=int, default=1024, help="TTT chunk (small, so the short stream trains)")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="fewer windows (a smoke run)")
+    ap.add_argument("--part", default="all", choices=("all", "slot", "methods", "documents"))
+    ap.add_argument("--docs", type=int, default=96, help="part 3: documents in the stream")
+    ap.add_argument("--doc-len", type=int, default=240, help="part 3: mean document length")
+    ap.add_argument("--doc-seq-len", type=int, default=512, help="part 3: window (the record's 2048 / 4)")
+    ap.add_argument("--doc-batch", type=int, default=32, help="part 3: documents per batch")
+    ap.add_argument("--rank", type=int, default=32, help="part 3: LoRA rank (the record's 80 of 512, scaled)")
+    ap.add_argument("--doc-dim", type=int, default=0, help="part 3: model width (0 = frontier-tiny's 192)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.quick:
         args.loop_windows, args.eval_windows, args.repeat = 2, 8, 2
+        args.docs, args.doc_len, args.doc_seq_len, args.doc_batch = 12, 60, 128, 4
     device = torch.device(args.device)
     result = {"environment": environment(device)}
     print(f"environment: {json.dumps(result['environment'])}")
 
+    if args.part in ("all", "documents"):
+        print(f"\nPer-document LoRA TTT: frontier-tiny, {args.docs} documents (mean {args.doc_len}), "
+              f"window {args.doc_seq_len}, chunk 48, stride 64, rank {args.rank}")  # fmt: skip
+        docs = bench_documents(args.docs, args.doc_len, args.doc_seq_len, args.doc_batch, args.rank, device,
+                               args.doc_dim)  # fmt: skip
+        result["documents"] = docs
+        print(f"  batching speed-up {docs['batching_speedup']:.1f} x, bpb difference "
+              f"{docs['batching_bpb_difference']:.2e}")  # fmt: skip
+        for p in docs["rows"][3].get("phases", []):
+            print(f"  phase {p['phase']}: {p['docs_trained']} documents, {p['sgd_steps']} SGD steps, "
+                  f"{p['seconds']:.2f} s")  # fmt: skip
+    if args.part in ("all", "slot"):
+        slot_part(args, device, result)
+    if args.part in ("all", "methods"):
+        methods_part(args, device, result)
+    return _write(result, args.out)
+
+
+def slot_part(args, device, result: dict) -> None:
     print(f"\nSLOT loop alone: record head, {args.loop_windows} windows of {args.seq_len}, stride {args.stride}, "
           "24 steps")  # fmt: skip
     loop = bench_loop(args.loop_windows, args.seq_len, args.stride, 24, device, args.repeat)
@@ -209,6 +298,8 @@ def main() -> int:
           f"({loop['scored_loop_s_per_window']:.3f} s/window)")  # fmt: skip
     print(f"  speed-up                   {loop['loop_speedup']:8.1f} x   same result: {loop['same_result']}")
 
+
+def methods_part(args, device, result: dict) -> None:
     print(f"\nWhole evaluations: {args.preset} architecture, {args.eval_windows} windows of {args.seq_len}, "
           f"stride {args.stride}")  # fmt: skip
     methods = bench_methods(args.preset, args.eval_windows, args.seq_len, args.stride, device, args.ttt_chunk)
@@ -216,9 +307,12 @@ def main() -> int:
     print("\n| run | seconds | tokens/s | x sliding |\n|---|---:|---:|---:|")
     for r in methods["rows"]:
         print(f"| {r['run']} | {r['seconds']:.2f} | {r['tokens_per_s']:.1f} | {r['x_sliding']:.2f} |")
+
+
+def _write(result: dict, path: str) -> int:
     if hasattr(os, "getloadavg"):
         result["environment"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    out = Path(args.out)
+    out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwrote {out}")

@@ -290,6 +290,56 @@ class EvalConfig:
     ttt_batch_seqs: int = _f(32, "TTT_BATCH_SEQS", ge=1, le=1 << 16)
     ttt_grad_clip: float = _f(1.0, "TTT_GRAD_CLIP", le=1e9)
     ttt_freeze_blocks: int = _f(0, "TTT_FREEZE_BLOCKS", ge=0, le=128)
+    # --- per-document LoRA TTT and phased global SGD (issue 15; FRONTIER F6.4-F6.6; docs/evaluation.md)
+    ttt_lora_rank: int = _f(80, "TTT_LORA_RANK", "ttt-lora/ttt-phased: adapter rank", ge=1)
+    ttt_lora_alpha: float = _f(144.0, "TTT_LORA_ALPHA", "adapter scale alpha / rank", gt=0)
+    ttt_lora_lr: float = _f(1e-4, "TTT_LORA_LR", "AdamW learning rate of the adapters", gt=0)
+    ttt_lora_beta1: float = _f(0.0, "TTT_BETA1", ge=0, lt=1)
+    ttt_lora_beta2: float = _f(0.99, "TTT_BETA2", ge=0, lt=1)
+    ttt_lora_eps: float = _f(1e-10, None, "AdamW eps", gt=0)
+    ttt_lora_wd: float = _f(0.5, "TTT_WEIGHT_DECAY", "AdamW decoupled weight decay", ge=0)
+    ttt_lora_seed: int = _f(0, None, "seed of the adapters' A (each document draws from its own generator)", ge=0)
+    ttt_k_lora: bool = _f(True, "TTT_K_LORA", "adapt K (Q and V always are)")
+    ttt_o_lora: bool = _f(True, "TTT_O_LORA", "adapt the attention output")
+    ttt_mlp_lora: bool = _f(True, "TTT_MLP_LORA", "adapt the MLP output")
+    ttt_chunk: int = _f(48, "TTT_CHUNK_SIZE", "tokens per LoRA chunk (one AdamW step each)", ge=1)
+    ttt_context: int = _f(0, "TTT_EVAL_SEQ_LEN", "window of same-document context; 0 = eval.seq_len", ge=0)
+    ttt_doc_batch: int = _f(64, "TTT_BATCH_SIZE", "documents per batch", ge=1)
+    ttt_doc_order: str = _f(
+        "length",
+        None,
+        "length: the record's queue (batches by length, longest first) | stream: stream order",
+        choices=("length", "stream"),
+    )
+    ttt_phases: int = _f(3, "PHASED_TTT_NUM_PHASES", "ttt-phased: global-SGD pauses", ge=1)
+    ttt_prefix_docs: int = _f(2500, "PHASED_TTT_PREFIX_DOCS", "documents scored before the last pause", ge=0)
+    global_ttt_lr: float = _f(0.001, "GLOBAL_TTT_LR", "global SGD peak lr (cosine over chunks)", ge=0)
+    global_ttt_momentum: float = _f(0.9, "GLOBAL_TTT_MOMENTUM", ge=0, lt=1)
+    global_ttt_epochs: int = _f(1, "GLOBAL_TTT_EPOCHS", ge=0)
+    global_ttt_chunk_tokens: int = _f(32768, "GLOBAL_TTT_CHUNK_TOKENS", "tokens per cosine step", ge=1)
+    global_ttt_batch_seqs: int = _f(32, "GLOBAL_TTT_BATCH_SEQS", "sequences per SGD step", ge=1)
+    global_ttt_grad_clip: float = _f(1.0, "GLOBAL_TTT_GRAD_CLIP", "0 = no clip", ge=0)
+    global_ttt_selection: str = _f(
+        "first",
+        None,
+        "first: the first B_k documents scored (documented) | shortest: the record's (F8.8)",
+        choices=("first", "shortest"),
+    )
+    global_ttt_last_chunk: str = _f(
+        "train",
+        None,
+        "train: every scored token | skip: the record's, last chunk and short sequences dropped (F8.9)",
+        choices=("train", "skip"),
+    )
+    global_ttt_join: str = _f(
+        "single",
+        None,
+        "single: documents joined BOS-led | record: each with its next BOS too, doubled (F8.11)",
+        choices=("single", "record"),
+    )
+    whole_split: bool = _f(
+        False, None, "score every target of the split (the frontier's rule); false: the seed's whole-window cut"
+    )
     # ---- the main job (issue 16)
     run_methods: tuple[str, ...] = _f((), None, "methods `pgolf run` evaluates (empty: every method pgolf has)")
 

@@ -20,7 +20,8 @@ N = 1000
 # Settings that make every method do real work on a short stream: several batches per rank
 # for the window methods, several TTT chunks with training, minibatches split across ranks.
 SETS = ["eval.batch_seqs=4", "eval.slot_batch_seqs=4", "eval.slot_steps=4", "eval.causal_steps=4",
-        "eval.ttt_chunk_tokens=256", "eval.ttt_batch_seqs=3", "eval.ttt_lr=0.05"]  # fmt: skip
+        "eval.ttt_chunk_tokens=256", "eval.ttt_batch_seqs=3", "eval.ttt_lr=0.05",
+        "eval.ttt_lora_rank=4", "eval.global_ttt_chunk_tokens=256"]  # fmt: skip
 
 SCRIPT = textwrap.dedent(
     """

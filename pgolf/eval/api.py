@@ -16,12 +16,14 @@ import torch
 from pgolf.config import Config, validate
 from pgolf.data.bpb import ByteTables
 from pgolf.errors import ConfigError, DataError
-from pgolf.eval.common import SCORE_FIRST, EvalResult, Timer, make_result, prepare_stream, rank_world
+from pgolf.eval.common import DOCUMENT_METHODS, SCORE_FIRST, EvalResult, Timer, make_result, prepare_stream, rank_world
 from pgolf.eval.plain import evaluate_plain
 from pgolf.eval.sliding import evaluate_sliding
 from pgolf.eval.slot import evaluate_slot
 from pgolf.eval.slot_causal import evaluate_slot_causal
 from pgolf.eval.ttt import evaluate_ttt
+from pgolf.eval.ttt_lora import evaluate_ttt_lora, lora_options
+from pgolf.eval.ttt_phased import evaluate_ttt_phased, phase_options
 from pgolf.eval.windows import check_geometry
 
 METHODS = tuple(SCORE_FIRST)  # plain, sliding, slot, slot-causal, ttt
@@ -51,13 +53,24 @@ def method_params(method: str, cfg: Config) -> dict:
         out.update(ttt_chunk_tokens=e.ttt_chunk_tokens, ttt_lr=e.ttt_lr, ttt_epochs=e.ttt_epochs,
                    ttt_momentum=e.ttt_momentum, ttt_batch_seqs=e.ttt_batch_seqs, ttt_grad_clip=e.ttt_grad_clip,
                    ttt_freeze_blocks=e.ttt_freeze_blocks)  # fmt: skip
+    if method in DOCUMENT_METHODS:  # [eval] field names, so that `pgolf sweep` finds them
+        keys = LORA_FIELDS + (PHASE_FIELDS if method == "ttt-phased" else ())
+        out = {"seq_len": cfg.eval_seq_len, **{k: getattr(e, k) for k in keys}}
     return out
+
+
+LORA_FIELDS = ("ttt_lora_rank", "ttt_lora_alpha", "ttt_lora_lr", "ttt_lora_beta1", "ttt_lora_beta2", "ttt_lora_eps",
+               "ttt_lora_wd", "ttt_lora_seed", "ttt_k_lora", "ttt_o_lora", "ttt_mlp_lora", "ttt_chunk", "ttt_context",
+               "ttt_doc_batch", "ttt_doc_order")  # fmt: skip
+PHASE_FIELDS = ("ttt_phases", "ttt_prefix_docs", "global_ttt_lr", "global_ttt_momentum", "global_ttt_epochs",
+                "global_ttt_chunk_tokens", "global_ttt_batch_seqs", "global_ttt_grad_clip", "global_ttt_selection",
+                "global_ttt_last_chunk", "global_ttt_join")  # fmt: skip
 
 
 def check_settings(method: str, cfg: Config, n_targets: int) -> None:
     """The config's own validation (every field, with its name) plus the stream's geometry."""
     validate(cfg)
-    if method != "plain":
+    if method != "plain" and method not in DOCUMENT_METHODS:
         check_geometry(n_targets, cfg.eval_seq_len, cfg.eval.stride)
 
 
@@ -113,6 +126,8 @@ def evaluate(
     record: bool = False,
     progress=False,
     autocast: str = "auto",
+    ledger=None,
+    stats: dict | None = None,
 ) -> tuple[EvalResult, np.ndarray | None]:
     """Score `tokens` (the whole validation stream) with `method`.
 
@@ -121,11 +136,15 @@ def evaluate(
     every scored target in stream order is returned as well (on every rank).
     `progress`: True for a bar on stderr (rank 0, terminals only), or an object with update(n).
     `autocast`: "auto" follows cfg.runtime.autocast (bf16 on CUDA), "bf16" or "off".
+    `ledger` (a `pgolf.eval.ledger.ScoreLedger`, ttt-lora/ttt-phased) records scores and update reads;
+    `stats` (a dict) receives a document method's counts and per-phase seconds.
+    The document methods (ttt-lora, ttt-phased) and `eval.whole_split` score the whole split.
     """
     method = canonical_method(method)
     device = torch.device(device)
     seq_len = cfg.eval_seq_len
-    stream = prepare_stream(np.asarray(tokens), seq_len, max_tokens)
+    whole = method in DOCUMENT_METHODS or cfg.eval.whole_split
+    stream = prepare_stream(np.asarray(tokens), seq_len, max_tokens, whole=whole)
     n_targets = len(stream) - 1
     check_settings(method, cfg, n_targets)
     check_vocab(model, stream, tables)
@@ -159,6 +178,14 @@ def evaluate(
                                               schedule=e.slot_schedule, context=e.causal_context,
                                               use_bias=e.causal_bias,
                                               hidden_fn=_hidden_fn(model, cfg, device), **common)  # fmt: skip
+            elif method in DOCUMENT_METHODS:
+                doc = {"ledger": ledger, "stats": stats, **common}
+                doc.pop("device")
+                if method == "ttt-lora":
+                    totals = evaluate_ttt_lora(model, stream, tables, device, lora_options(cfg), **doc)
+                else:
+                    totals = evaluate_ttt_phased(model, stream, tables, device, lora_options(cfg), phase_options(cfg),
+                                                 **doc)  # fmt: skip
             else:
                 totals = evaluate_ttt(model, stream, tables, seq_len, e.stride, e.batch_seqs,
                                       chunk_tokens=e.ttt_chunk_tokens, lr=e.ttt_lr, epochs=e.ttt_epochs,

@@ -23,13 +23,16 @@ from pgolf.errors import DataError
 
 # Methods whose score of a target is fixed before anything has seen that target.
 SCORE_FIRST = {"plain": True, "sliding": True, "slot": False, "slot-causal": True, "ttt": True}
+SCORE_FIRST.update({"ttt-lora": True, "ttt-phased": True})  # per-document LoRA TTT (issue 15)
+DOCUMENT_METHODS = ("ttt-lora", "ttt-phased")  # need BOS-split documents; always score the whole split
 
 
-def prepare_stream(tokens: np.ndarray, seq_len: int, max_tokens: int | None = None) -> np.ndarray:
+def prepare_stream(tokens: np.ndarray, seq_len: int, max_tokens: int | None = None, whole: bool = False) -> np.ndarray:
     """The stream an evaluation scores.
 
     With `max_tokens` N: exactly the first N targets (first N+1 tokens). Without: the
-    seed's truncation to whole `seq_len` sequences, so full-split numbers match the seed's.
+    seed's truncation to whole `seq_len` sequences, so full-split numbers match the seed's,
+    or with `whole` every target of the split, the tail included (the frontier's rule).
     """
     if max_tokens is not None:
         if max_tokens < 1:
@@ -39,6 +42,10 @@ def prepare_stream(tokens: np.ndarray, seq_len: int, max_tokens: int | None = No
                 f"--max-tokens {max_tokens} needs {max_tokens + 1} validation tokens; the split has {len(tokens)}"
             )
         return tokens[: max_tokens + 1]
+    if whole:
+        if len(tokens) < 2:
+            raise DataError(f"validation split too short ({len(tokens)} tokens)")
+        return tokens
     usable = ((len(tokens) - 1) // seq_len) * seq_len
     if usable <= 0:
         raise DataError(f"validation split too short for seq_len={seq_len} ({len(tokens)} tokens)")

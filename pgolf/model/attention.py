@@ -65,6 +65,12 @@ def xsa(y: Tensor, v: Tensor) -> Tensor:
     return (yg - (yg * vn).sum(-1, keepdim=True) * vn).reshape(B, T, H, D)
 
 
+def _plus(y: Tensor, adapter, name: str, x: Tensor) -> Tensor:
+    """y + adapter.<name>(x) when the adapter has that delta, else y itself."""
+    fn = getattr(adapter, name, None) if adapter is not None else None
+    return y if fn is None else y + fn(x)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(
         self,
@@ -113,13 +119,15 @@ class CausalSelfAttention(nn.Module):
         self.backend = "sdpa"
 
     def forward(
-        self, x: Tensor, ve: Tensor | None, v_first: Tensor | None, doc: Segments | None = None
+        self, x: Tensor, ve: Tensor | None, v_first: Tensor | None, doc: Segments | None = None, adapter=None
     ) -> tuple[Tensor, Tensor]:
+        """`adapter` (optional, `pgolf.eval.lora`): low-rank deltas added to q, k and v (attributes
+        q, k, v: callables of x, or None); without one the computation is unchanged."""
         B, T, _ = x.shape
-        q_raw = self.c_q(x)
+        q_raw = _plus(self.c_q(x), adapter, "q", x)
         q = q_raw.view(B, T, self.num_heads, self.head_dim)
-        k = self.c_k(x).view(B, T, self.num_kv_heads, self.head_dim)
-        v_raw = self.c_v(x)
+        k = _plus(self.c_k(x), adapter, "k", x).view(B, T, self.num_kv_heads, self.head_dim)
+        v_raw = _plus(self.c_v(x), adapter, "v", x)
         v = v_raw if ve is None else v_raw + ve
         if self.vrl_gate is not None and v_first is not None:
             g = torch.sigmoid(self.vrl_gate.to(v.dtype))

@@ -65,20 +65,32 @@ class Block(nn.Module):
         m = self.resid_mix.to(x.dtype)
         return m[0][None, None, :] * x + m[1][None, None, :] * x0
 
-    def attn_branch(self, u: Tensor, ve: Tensor | None, v_first: Tensor | None, doc=None) -> tuple[Tensor, Tensor]:
-        a, v_raw = self.attn(rms_norm(u) * self.ln_factor, ve, v_first, doc)
+    # `adapter` (optional, one executed layer slot's `pgolf.eval.lora` deltas): q/k/v inside the
+    # attention, "o" (fed the normed block input) after the out-projection, "mlp" (fed the normed
+    # MLP input) after the MLP, each before its branch scale. None leaves the block unchanged.
+    def attn_branch(
+        self, u: Tensor, ve: Tensor | None, v_first: Tensor | None, doc=None, adapter=None
+    ) -> tuple[Tensor, Tensor]:
+        n = rms_norm(u) * self.ln_factor
+        a, v_raw = self.attn(n, ve, v_first, doc, adapter)
+        if adapter is not None and adapter.o is not None:
+            a = a + adapter.o(n)
         return self.attn_scale.to(u.dtype)[None, None, :] * a, v_raw
 
-    def mlp_branch(self, z: Tensor) -> Tensor:
-        return self.mlp_scale.to(z.dtype)[None, None, :] * self.mlp(rms_norm(z) * self.ln_factor)
+    def mlp_branch(self, z: Tensor, adapter=None) -> Tensor:
+        n = rms_norm(z) * self.ln_factor
+        m = self.mlp(n)
+        if adapter is not None and adapter.mlp is not None:
+            m = m + adapter.mlp(n)
+        return self.mlp_scale.to(z.dtype)[None, None, :] * m
 
     def forward(
-        self, x: Tensor, x0: Tensor, ve: Tensor | None, v_first: Tensor | None, doc=None
+        self, x: Tensor, x0: Tensor, ve: Tensor | None, v_first: Tensor | None, doc=None, adapter=None
     ) -> tuple[Tensor, Tensor]:
         u = self.mix(x, x0)
-        a, v_raw = self.attn_branch(u, ve, v_first, doc)
+        a, v_raw = self.attn_branch(u, ve, v_first, doc, adapter)
         z = u + a
-        out = z + self.mlp_branch(z)
+        out = z + self.mlp_branch(z, adapter)
         if self.dtg_gate is not None:
             gamma = torch.sigmoid(self.dtg_gate(u.detach()))
             out = u + gamma * (out - u)

@@ -185,11 +185,14 @@ class GPT(nn.Module):
         x = rms_norm(x)
         return self.smear(x) if self.smear is not None else x
 
-    def forward_hidden(self, ids: Tensor, cu_seqlens=None) -> Tensor:
+    def forward_hidden(self, ids: Tensor, cu_seqlens=None, adapters=None) -> Tensor:
         """Final-normed hidden states [B, T, d] for token ids [B, T].
 
         `cu_seqlens` ((cu int32, max_seqlen), optional) only serves FA3's varlen kernel under
         document attention; every other path derives the documents from the BOS in `ids`.
+        `adapters` (optional, `pgolf.eval.lora.DocumentAdapters`): per-row low-rank deltas;
+        executed layer pass k (a repeated layer counts once per repeat) consults
+        `adapters.slot(k)`. Without them the computation is exactly the plain one.
         """
         cfg = self.config
         x = self.embed(ids)
@@ -216,11 +219,12 @@ class GPT(nn.Module):
                     x = skip_merge(x, outs[sources[dec]], self.skip_weights[dec], gate)
                 else:
                     lanes = (skip_merge(lanes[0], outs[sources[dec]], self.skip_weights[dec], gate), lanes[1])
+            ad = adapters.slot(k) if adapters is not None else None
             if lanes is None:
-                x, v_raw = block(x, x0, ve, v_first, doc)
+                x, v_raw = block(x, x0, ve, v_first, doc, ad)
             else:
                 resid, post = self.parallel_resid_lambdas[i], self.parallel_post_lambdas[i]
-                *lanes, v_raw = parallel_block(block, *lanes, x0, resid, post, ve, v_first, doc)
+                *lanes, v_raw = parallel_block(block, *lanes, x0, resid, post, ve, v_first, doc, ad)
             if k == 0 and i == 0 and cfg.vrl_enabled and self.num_encoder > 0:
                 v_first = v_raw
             if dec < 0:
@@ -229,18 +233,20 @@ class GPT(nn.Module):
             x = merge_lanes(*lanes, cfg.parallel_final_lane)
         return rms_norm(x)
 
-    def raw_logits(self, hidden: Tensor, bias: Tensor | None = None) -> Tensor:
-        """The head's logits before the soft-cap (`bias` added)."""
+    def raw_logits(self, hidden: Tensor, bias: Tensor | None = None, adapters=None) -> Tensor:
+        """The head's logits before the soft-cap (`bias` and the adapters' head delta added)."""
         if self.lm_head is None:
             logits = F.linear(hidden, self.tok_emb.weight.to(hidden.dtype))
         else:
             logits = self.lm_head(hidden)
+        if adapters is not None and adapters.head is not None:
+            logits = logits + adapters.head(hidden)
         return logits if bias is None else logits + bias
 
-    def compute_logits(self, hidden: Tensor, bias: Tensor | None = None) -> Tensor:
+    def compute_logits(self, hidden: Tensor, bias: Tensor | None = None, adapters=None) -> Tensor:
         """Soft-capped logits; `bias` (broadcast over positions) is added before the cap, as SLOT needs."""
         c = self.config.logit_softcap
-        return c * torch.tanh(self.raw_logits(hidden, bias) / c)
+        return c * torch.tanh(self.raw_logits(hidden, bias, adapters) / c)
 
     def forward(self, ids: Tensor, targets: Tensor, cu_seqlens=None) -> Tensor:
         """Training loss: mean cross-entropy (fp32 logits), plus the MTP heads' loss when enabled.

@@ -17,10 +17,13 @@ from torch import Tensor
 PARALLEL_RESID_INIT = 1.1  # bf16-rounded to 1.1015625 by the model's init, as in the record
 
 
-def parallel_block(block, lane0: Tensor, lane1: Tensor, x0: Tensor, resid: Tensor, post: Tensor, ve, v_first, doc):
-    """One block on two lanes. resid [2] and post [2, 2] are this layer's rows of the lambdas."""
-    a, v_raw = block.attn_branch(block.mix(lane0, x0), ve, v_first, doc)
-    m = block.mlp_branch(lane1)
+def parallel_block(
+    block, lane0: Tensor, lane1: Tensor, x0: Tensor, resid: Tensor, post: Tensor, ve, v_first, doc, adapter=None
+):
+    """One block on two lanes. resid [2] and post [2, 2] are this layer's rows of the lambdas.
+    An `adapter` sits on the branches as in the sequential block (attention on lane 0, MLP on lane 1)."""
+    a, v_raw = block.attn_branch(block.mix(lane0, x0), ve, v_first, doc, adapter)
+    m = block.mlp_branch(lane1, adapter)
     r, p = resid.to(lane0.dtype), post.to(lane0.dtype)
     new0 = r[0] * lane0 + p[0, 0] * a + p[1, 0] * m
     new1 = r[1] * lane1 + p[0, 1] * a + p[1, 1] * m

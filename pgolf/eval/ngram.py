@@ -154,6 +154,7 @@ class _Overlay:
         self.base = base
         self.ctx: list[dict] = [{} for _ in base.ctx]
         self.pair: list[dict] = [{} for _ in base.pair]
+        self.dropped = 0
 
     def get(self, j: int, key: int):
         e = self.ctx[j].get(key)
@@ -166,6 +167,7 @@ class _Overlay:
             b = self.base.ctx[j].get(key)
             if b is None:
                 if len(self.base.ctx[j]) + len(self.ctx[j]) >= self.base.cap:
+                    self.dropped += 1
                     return
                 self.ctx[j][key] = [1, tok, 1]
                 self.pair[j][pk] = 1
@@ -231,7 +233,7 @@ class NgramHints:
         self.tables = _Tables(len(ex.lengths), 1 << table_bits)
         self.ledger = ledger
         self.hinted = 0
-        self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._pending: list[tuple[np.ndarray, np.ndarray, list, _Overlay]] = []
 
     def _avail(self, t: np.ndarray, lo_target: int) -> np.ndarray:
         """Known tokens ending at stream[t] (capped at the longest context), for a run starting at lo_target."""
@@ -252,7 +254,8 @@ class NgramHints:
         for lo, hi in runs_of(t):
             tr = t[lo:hi]
             avail = self._avail(tr, int(tr[0]))
-            keys = context_keys(self.s, tr, self.ex.max_len).tolist()
+            cols = [k - 1 for k in lengths]
+            keys = context_keys(self.s, tr, self.ex.max_len)[:, cols].view(np.int64).tolist()  # [n, J]
             view = _Overlay(self.tables)
             av = avail.tolist()
             for i, tt in enumerate(tr.tolist()):
@@ -261,15 +264,15 @@ class NgramHints:
                 for j, k in enumerate(lengths):
                     if av[i] < k:
                         break
-                    e = view.get(j, ks[k - 1])
+                    e = view.get(j, ks[j])
                     if e is not None:
                         count[row, j], found[row, j], best[row, j] = e
                 tok = s[tt + 1]
                 for j, k in enumerate(lengths):
                     if av[i] < k:
                         break
-                    view.update(j, ks[k - 1], tok)
-            self._pending.append((tr, avail, np.asarray(keys, dtype=np.uint64)))
+                    view.update(j, ks[j], tok)
+            self._pending.append((tr, avail, keys, view))
         hint, beta = select_hints(self.ex, found, best, count)
         self.hinted += int((beta > 0).sum())
         return hint, beta
@@ -278,7 +281,8 @@ class NgramHints:
         """Add the batch's targets (hinted just before) to the tables; mark them known."""
         lengths = self.ex.lengths
         s = self.s_list
-        for tr, avail, keys in self._pending:
+        single = len(self._pending) == 1
+        for tr, avail, keys, view in self._pending:
             used = avail >= lengths[0]
             if self.ledger is not None and used.any():
                 # The update for target t reads its context stream[t-k+1..t] and its token stream[t+1].
@@ -286,14 +290,20 @@ class NgramHints:
                 lo = tr[used] - span + 1
                 pos = np.unique(np.concatenate([np.arange(a, b + 2) for a, b in zip(lo.tolist(), tr[used].tolist())]))
                 self.ledger.read(pos, "ngram statistics")
-            kl = keys.tolist()
-            av = avail.tolist()
-            for i, tt in enumerate(tr.tolist()):
-                tok = s[tt + 1]
-                for j, k in enumerate(lengths):
-                    if av[i] < k:
-                        break
-                    self.tables.update(j, kl[i][k - 1], tok)
+            if single:
+                # One run: its overlay already holds the committed tables plus exactly these updates.
+                for j in range(len(lengths)):
+                    self.tables.ctx[j].update(view.ctx[j])
+                    self.tables.pair[j].update(view.pair[j])
+                self.tables.dropped += view.dropped
+            else:  # several runs hinted against the same tables: replay their updates in scoring order
+                av = avail.tolist()
+                for i, tt in enumerate(tr.tolist()):
+                    tok = s[tt + 1]
+                    for j, k in enumerate(lengths):
+                        if av[i] < k:
+                            break
+                        self.tables.update(j, keys[i][j], tok)
             self.known[tr + 1] = True
         self._pending.clear()
 

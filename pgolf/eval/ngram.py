@@ -27,11 +27,14 @@ score-first.
 
 Memory: each context length keeps at most 2**eval.ngram_table_bits contexts; a new context
 that would exceed it is not stored (the records' tables drop an insert that finds no slot).
-Cost: a Python loop, about 10 us per target and context length on one core.
+Cost: a Python loop on one core, measured (benchmarks/audit_table.py) about 20 us per target for
+#1514 (5 context lengths) and 4 us for #2135 (one): 16 and 3 minutes for the 47.9M-target split.
 """
 
 from __future__ import annotations
 
+import gc
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -219,6 +222,17 @@ def runs_of(targets: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
 
 
+@contextmanager
+def _no_gc():
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 class NgramHints:
     """Causal hints in scoring order: `hints(targets)` before scoring a batch, `commit(targets)`
     after it (the statistics update, reported to the ledger as a read of the tokens it uses)."""
@@ -244,6 +258,16 @@ class NgramHints:
         return np.minimum(t - a + back, self.ex.max_len)
 
     def hints(self, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # Millions of small table entries: the cyclic garbage collector would rescan them all, over and over.
+        with _no_gc():
+            return self._hints(targets)
+
+    def commit(self) -> None:
+        """Add the batch's targets (hinted just before) to the tables; mark them known."""
+        with _no_gc():
+            self._commit()
+
+    def _hints(self, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         t = np.asarray(targets, dtype=np.int64)
         J = len(self.ex.lengths)
         found = np.zeros((t.size, J), dtype=np.int64)
@@ -277,8 +301,7 @@ class NgramHints:
         self.hinted += int((beta > 0).sum())
         return hint, beta
 
-    def commit(self) -> None:
-        """Add the batch's targets (hinted just before) to the tables; mark them known."""
+    def _commit(self) -> None:
         lengths = self.ex.lengths
         s = self.s_list
         single = len(self._pending) == 1

@@ -73,7 +73,7 @@ def main() -> int:
             c = rep["conditions"]
             row = [
                 cell(c["C1"]["pass"], f"max Δ {c['C1']['max_change']:.2g} nats"),
-                cell(c["C2"]["pass"], f"\\|Σp−1\\| ≤ {c['C2']['max_sum_error']:.1e}, {c['C2']['checked']} pts"),
+                cell(c["C2"]["pass"], f"max \\|Σp−1\\| {c['C2']['max_sum_error']:.1e}, {c['C2']['checked']} pts"),
                 cell(c["C3"]["pass"], f"{c['C3']['violations']} of {c['C3']['update_steps']} steps"),
                 cell(c["C4"]["pass"], f"{c['C4']['once']}/{c['C4']['targets']} once, {c['C4']['more']} more"),
             ]

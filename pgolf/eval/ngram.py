@@ -355,7 +355,6 @@ class NgramTilt:
         self.seconds = 0.0
         self.hinted = 0
         self.scored = 0
-        self._caught_up = False
         if order == "stream":
             if ledger is not None:
                 ledger.read(np.arange(len(stream)), "ngram precompute (stream order)")
@@ -382,16 +381,17 @@ class NgramTilt:
         return torch.log_softmax(out, dim=-1)
 
     def _catch_up(self, t: np.ndarray) -> None:
-        """Under torchrun a rank starts in the middle of the stream: its tables first take the
-        targets before its first batch (scored by lower ranks; stream-order methods only)."""
-        if self._caught_up:
-            return
-        self._caught_up = True
+        """Under torchrun each rank scores only its share of the batches; before a batch, its tables
+        first take the targets before it that other ranks scored (stream-order methods: the
+        one-process tables exactly)."""
         from pgolf.eval.common import rank_world
 
-        if rank_world()[1] > 1 and t.size and int(t[0]) > 0:
+        if rank_world()[1] == 1 or not t.size:
+            return
+        gap = np.flatnonzero(~self.online.known[1 : int(t.min()) + 1])
+        if gap.size:
             led, self.online.ledger = self.online.ledger, None
-            self.online.hints(np.arange(int(t[0]), dtype=np.int64))
+            self.online.hints(gap)
             self.online.commit()
             self.online.ledger = led
 
@@ -400,5 +400,15 @@ class NgramTilt:
             self.online.commit()
 
     def stats(self) -> dict:
-        return {"ngram_hinted": self.hinted, "ngram_fraction": self.hinted / max(self.scored, 1),
-                "ngram_seconds": self.seconds}  # fmt: skip
+        """Hinted targets over all ranks (a collective under torchrun: every rank calls it)."""
+        from pgolf import dist
+
+        counts = torch.tensor([self.hinted, self.scored], dtype=torch.float64)
+        if dist.active():
+            dev = (
+                torch.device("cuda", torch.cuda.current_device()) if torch.distributed.get_backend() == "nccl" else None
+            )
+            counts = counts.to(dev) if dev is not None else counts
+            dist.all_reduce_sum(counts)
+        hinted, scored = (int(round(float(x))) for x in counts.cpu())
+        return {"ngram_hinted": hinted, "ngram_fraction": hinted / max(scored, 1), "ngram_seconds": self.seconds}

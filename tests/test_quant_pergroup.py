@@ -297,8 +297,9 @@ def test_record_artifact_gives_the_records_logits(record_read):
     import pgolf
 
     want = load_file(str(FIX / "frontier_quant.safetensors"))["logits"]
-    model = pgolf.load_artifact(RECORD_ARTIFACT, preset="frontier", environ=SMALL_ENV)
-    model.config.rope_positions = "row"  # the record's rotary positions run across the packed row (F4)
+    # The generator ran the record's code defaults: its gate scale is 1.0 there (the run used 0.5).
+    env = {**SMALL_ENV, "SPARSE_ATTN_GATE_SCALE": "1.0"}
+    model = pgolf.load_artifact(RECORD_ARTIFACT, preset="frontier", environ=env)
     with torch.no_grad():
         got = model.compute_logits(model.forward_hidden(logit_ids())).float()
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))

@@ -159,3 +159,12 @@ def test_the_tilt_in_scoring_order_really_tilts_the_reversed_method(model, plant
     cfg = small_config("eval.ngram_tilt=on", "eval.ngram_expert=2135")
     res, _ = evaluate(model, "reversed-segments", tiled(), tables(), cfg, "cpu", max_tokens=N)
     assert res.params["ngram_hinted"] > 20  # the legal variant is not legal by doing nothing
+
+
+def test_c4_counts_the_stream_bytes_once(model, planted):
+    rep = audit(model, "sliding", val_tokens(), tables(), small_config(), "cpu", n_targets=N)
+    c4 = rep["conditions"]["C4"]
+    assert c4["bytes"] == c4["stream_bytes"] > N
+    rep = audit(model, "planted-two-pass", tiled(), tables(), small_config(), "cpu", n_targets=N)
+    c4 = rep["conditions"]["C4"]
+    assert c4["bytes"] == 2 * c4["stream_bytes"] and not c4["pass"]

@@ -154,14 +154,18 @@ def audit(
     c3_lines = [v.line() for v in base.violations if v.condition == "C3"]
     c4_lines = [v.line() for v in base.violations if v.condition == "C4"]
     counts = np.bincount(np.minimum(base.times_scored, 2), minlength=3)
-    c4 = base.c4_ok() and base_res.tokens == n_targets
+    # The totals: N tokens and exactly the stream's bytes (each target's bytes counted once).
+    s64 = torch.from_numpy(stream.astype(np.int64))
+    want_bytes = int(tables.count(s64[1:], s64[:-1], torch.arange(n_targets)).sum())
+    c4 = base.c4_ok() and base_res.tokens == n_targets and base_res.bytes == want_bytes
     conditions = {
         "C1": {"pass": c1, "max_change": max_change, "tolerance": tolerance,
                "changed_targets": sum(d["changed_targets_before"] for d in details)},
         "C2": c2,
         "C3": {"pass": base.c3_ok(), "update_steps": base.reads, "tokens_read": base.tokens_read,
                "violations": len(c3_lines), "first": c3_lines[:2]},
-        "C4": {"pass": c4, "targets": n_targets, "scored_tokens": base_res.tokens, "never": int(counts[0]),
+        "C4": {"pass": c4, "targets": n_targets, "scored_tokens": base_res.tokens, "bytes": base_res.bytes,
+               "stream_bytes": want_bytes, "never": int(counts[0]),
                "once": int(counts[1]), "more": int(counts[2]), "first": c4_lines[:2]},
     }  # fmt: skip
     all_pass = all(conditions[c]["pass"] for c in CONDITIONS)

@@ -256,7 +256,7 @@ def evaluate(
     ngram_s = post.seconds if post is not None else 0.0
     train_s = clock.get("ttt_training", 0.0)
     load = dict(getattr(model, "artifact_info", None) or {}).get("load_seconds") or {}
-    result.set_phases({**{k: load.get(k, 0.0) for k in ("read", "decompress", "dequantise", "to_device")},
+    result.set_phases({**{k: load.get(k, 0.0) for k in ("imports", "read", "decompress", "dequantise", "to_device")},
                        "compile_warmup": warm, "diagnostic": 0.0, "scoring": max(t.seconds - train_s - ngram_s, 0.0),
                        "ttt_training": train_s, "ngram_hints": ngram_s})  # fmt: skip
     if post is not None:

@@ -239,7 +239,7 @@ class EvalResult:
     device: str = "cpu"
     max_tokens: int | None = None
     params: dict = field(default_factory=dict)
-    # Seconds of every phase from opening the artifact (read, decompress, dequantise, to_device,
+    # Seconds of every phase from opening the artifact (imports, read, decompress, dequantise, to_device,
     # compile_warmup, diagnostic, scoring, ttt_training, ngram_hints), their sum, and the verdict.
     phases: dict = field(default_factory=dict)
     total_seconds: float = 0.0

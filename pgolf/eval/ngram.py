@@ -239,7 +239,6 @@ class NgramHints:
 
     def __init__(self, stream: np.ndarray, ex: Expert, table_bits: int = 22, ledger=None):
         self.s = np.asarray(stream, dtype=np.int64)
-        self.s_list = self.s.tolist()
         self.ex = ex
         self.n_targets = len(self.s) - 1
         self.known = np.zeros(len(self.s), dtype=bool)  # stream position j known: j == 0 or target j-1 scored
@@ -274,7 +273,6 @@ class NgramHints:
         best = np.zeros((t.size, J), dtype=np.int64)
         count = np.zeros((t.size, J), dtype=np.int64)
         lengths = self.ex.lengths
-        s = self.s_list
         for lo, hi in runs_of(t):
             tr = t[lo:hi]
             avail = self._avail(tr, int(tr[0]))
@@ -282,7 +280,7 @@ class NgramHints:
             keys = context_keys(self.s, tr, self.ex.max_len)[:, cols].view(np.int64).tolist()  # [n, J]
             view = _Overlay(self.tables)
             av = avail.tolist()
-            for i, tt in enumerate(tr.tolist()):
+            for i, tok in enumerate(self.s[tr + 1].tolist()):
                 ks = keys[i]
                 row = lo + i
                 for j, k in enumerate(lengths):
@@ -291,7 +289,6 @@ class NgramHints:
                     e = view.get(j, ks[j])
                     if e is not None:
                         count[row, j], found[row, j], best[row, j] = e
-                tok = s[tt + 1]
                 for j, k in enumerate(lengths):
                     if av[i] < k:
                         break
@@ -303,7 +300,6 @@ class NgramHints:
 
     def _commit(self) -> None:
         lengths = self.ex.lengths
-        s = self.s_list
         single = len(self._pending) == 1
         for tr, avail, keys, view in self._pending:
             used = avail >= lengths[0]
@@ -321,8 +317,7 @@ class NgramHints:
                 self.tables.dropped += view.dropped
             else:  # several runs hinted against the same tables: replay their updates in scoring order
                 av = avail.tolist()
-                for i, tt in enumerate(tr.tolist()):
-                    tok = s[tt + 1]
+                for i, tok in enumerate(self.s[tr + 1].tolist()):
                     for j, k in enumerate(lengths):
                         if av[i] < k:
                             break

@@ -192,3 +192,34 @@ def test_result_reports_every_phase_and_the_budget(model):
         assert k in d["phases"]
     assert d["phases"]["scoring"] > 0 and d["phases"]["ngram_hints"] > 0
     assert math.isclose(d["total_seconds"], sum(d["phases"].values())) and d["within_600s"] is True
+
+
+@pytest.mark.parametrize("method", ["plain", "sliding", "slot-causal"])
+def test_compile_warmup_covers_every_shape_the_method_runs(model, monkeypatch, method):
+    """The warm-up (timed as its own phase) runs each input shape the scoring will use, on random tokens."""
+    import pgolf.eval.api as api
+
+    seen: dict[str, list] = {"warm": [], "score": []}
+    phase = {"now": "warm"}
+
+    class Recording(api._Compiled):
+        def __init__(self, fn):
+            self.eager, self.ok = fn, True
+
+            def compiled(x):
+                seen[phase["now"]].append(tuple(x.shape))
+                return fn(x)
+
+            self.compiled = compiled
+
+    real = api.compile_warmup
+
+    def warm(*a, **k):
+        real(*a, **k)
+        phase["now"] = "score"
+
+    monkeypatch.setattr(api, "_hidden_fn", lambda m, cfg, dev: Recording(m.forward_hidden))
+    monkeypatch.setattr(api, "compile_warmup", warm)
+    res, _ = evaluate(model, method, val_tokens(), tables(), small_config(), "cpu", max_tokens=1000)
+    assert seen["score"] and set(seen["score"]) <= set(seen["warm"]) and len(seen["warm"]) == len(set(seen["warm"]))
+    assert res.phases["compile_warmup"] > 0

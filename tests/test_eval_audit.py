@@ -168,3 +168,12 @@ def test_c4_counts_the_stream_bytes_once(model, planted):
     rep = audit(model, "planted-two-pass", tiled(), tables(), small_config(), "cpu", n_targets=N)
     c4 = rep["conditions"]["C4"]
     assert c4["bytes"] == 2 * c4["stream_bytes"] and not c4["pass"]
+
+
+def test_explicit_positions_and_bad_ones(model):
+    from pgolf.errors import ConfigError
+
+    rep = audit(model, "sliding", val_tokens(), tables(), small_config(), "cpu", n_targets=N, at=[30, 500])
+    assert rep["positions"] == [30, 500] and rep["all_pass"]
+    with pytest.raises(ConfigError, match="audit positions"):
+        audit(model, "sliding", val_tokens(), tables(), small_config(), "cpu", n_targets=N, at=[N])

@@ -101,8 +101,12 @@ def audit(
     positions: int = DEFAULT_POSITIONS,
     tolerance: float = DEFAULT_TOLERANCE,
     small: bool = True,
+    at: list[int] | None = None,
 ) -> dict:
     """Measure C1-C4 for `method` on the first `n_targets` targets of `tokens`.
+
+    `at`: replace these targets for C1 instead of `positions` evenly spread ones (e.g. inside a
+    document that is scored late, to expose a dependence across documents).
 
     Returns a dict with method, conditions {C1..C4: {pass, evidence...}}, all_pass, label
     (claimed score-first), caught (claimed but some condition fails), and the C1 details
@@ -128,7 +132,9 @@ def audit(
     probe = Probe(c2_targets(n_targets))
     base_res, base = score(stream, probe)
     details = []
-    for p in audit_positions(n_targets, positions):
+    if at is not None and any(not 1 <= int(p) < n_targets for p in at):
+        raise ConfigError(f"audit positions must be targets 1..{n_targets - 1}, got {list(at)}")
+    for p in sorted({int(p) for p in at}) if at is not None else audit_positions(n_targets, positions):
         changed = stream.copy()
         orig = int(changed[p + 1])  # target p is token p+1
         changed[p + 1] = replacement(orig, p, vocab)

@@ -60,6 +60,13 @@ def _positive(text: str) -> int:
     return v
 
 
+def _positions(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected target indices like 30,200, got {text!r}") from None
+
+
 def _common(p: argparse.ArgumentParser, method_required: bool = True) -> None:
     p.add_argument("artifact", metavar="ARTIFACT", help="a pgolf artifact (or the seed's .ptz with --preset)")
     p.add_argument("--data", required=True, metavar="DIR", help="dataset directory with fineweb_val_*.bin shards")
@@ -108,6 +115,9 @@ def register(sub) -> None:
     a.add_argument("--tokens", type=_positive, metavar="N", help="audit the first N targets (default 2 x seq_len)")
     a.add_argument("--positions", type=_positive, default=3, metavar="K", help="targets to replace (default 3)")
     a.add_argument("--tolerance", type=float, default=1e-6, help="largest NLL change (nats) still counted as none")
+    a.add_argument(
+        "--at", type=_positions, metavar="P[,P...]", help="C1: replace these targets (default: evenly spread)"
+    )
     a.add_argument(
         "--full-settings",
         action="store_true",
@@ -253,7 +263,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
         reps = []
         for m in methods:
             rep = audit(model, m, tokens, tables, cfg, info.device, n_targets=args.tokens,
-                        positions=args.positions, tolerance=args.tolerance, small=not args.full_settings)  # fmt: skip
+                        positions=args.positions, tolerance=args.tolerance, small=not args.full_settings,
+                        at=args.at)  # fmt: skip
             rep["artifact"] = str(args.artifact)
             reps.append(rep)
         out = reps[0] if len(reps) == 1 else {"artifact": str(args.artifact), "methods": reps}

@@ -180,6 +180,11 @@ class TrainConfig:
     min_lr: float = _f(0.0, "MIN_LR", "floor of the LR multiplier during the warm-down")
     gptq_reserve_seconds: float = _f(0.0, "GPTQ_RESERVE_SECONDS", "held back from the training budget")
     warmup_full_steps: bool = _f(False, None, "warm-up steps ramp momentum and clip like real ones (#1855)")
+    # ---- the main job (issue 16): what an idle machine of the preset's kind does in its budget
+    expected_steps: int = _f(
+        0, None, "steps an idle machine (expected_host) completes in max_wallclock_seconds; 0 = unknown", ge=0
+    )
+    expected_host: str = _f("", None, "the machine expected_steps was measured on")
 
 
 @dataclass
@@ -246,6 +251,8 @@ class EvalConfig:
     ngram_table_bits: int = _f(22, None, "at most 2**bits contexts per context length", ge=4, le=30)
     ngram_beta: float = _f(0.0, None, "0: the expert's boost; else 1514's beta scale or 2135's fixed beta",
                            ge=0, le=20)  # fmt: skip
+    # ---- the main job (issue 16)
+    run_methods: tuple[str, ...] = _f((), None, "methods `pgolf run` evaluates (empty: every method pgolf has)")
 
 
 @dataclass
@@ -258,6 +265,11 @@ class DataConfig:
     )
     byte_source: str = _f("auto", None, "auto: the val byte sidecar if present, else byte tables | sidecar | tables")
     verify: str = _f("on", None, "pgolf run checks the data first (pgolf data verify): on (failure stops) | warn | off")
+    # --- the main job (issue 16): how `pgolf run` builds a missing builtin dataset at data_path
+    builtin_caseops: bool = _f(False, None, "build the builtin corpus with CaseOps (SP tokenizer of model.vocab_size)")
+    builtin_sidecar: str = _f(
+        "", None, "byte sidecar of a built builtin corpus: '' | raw | normalized", choices=("", "raw", "normalized")
+    )
 
 
 @dataclass
@@ -269,7 +281,8 @@ class RuntimeConfig:
         "auto",
         None,
         "auto (FlashAttention-3 if installed, else sdpa) | sdpa (the seed's: K/V heads repeated, then SDPA) "
-        "| sdpa-gqa (SDPA's enable_gqa) | fa3 | flex (document attention on CUDA: flex attention)",
+        "| sdpa-gqa (SDPA's enable_gqa) | fa3 | flex (document attention on CUDA: flex attention) "
+        "| sdpa-mask (document attention with SDPA and a full [T, T] mask, also on the CPU)",
     )
     num_threads: int = _f(0, None, "CPU threads, 0 = torch default")
 
@@ -638,8 +651,8 @@ def validate(cfg: Config) -> None:
     _need(r.compile in ("auto", "on", "off"), f"runtime.compile must be auto, on or off, got {r.compile!r}")
     _need(r.autocast in ("auto", "bf16", "off"), f"runtime.autocast must be auto, bf16 or off, got {r.autocast!r}")
     _need(
-        r.attention in ("auto", "sdpa", "sdpa-gqa", "fa3", "flex"),
-        f"runtime.attention must be auto, sdpa, sdpa-gqa, fa3 or flex, got {r.attention!r}",
+        r.attention in ("auto", "sdpa", "sdpa-gqa", "fa3", "flex", "sdpa-mask"),
+        f"runtime.attention must be auto, sdpa, sdpa-gqa, fa3, flex or sdpa-mask, got {r.attention!r}",
     )
     _need(r.num_threads >= 0, f"runtime.num_threads must be >= 0, got {r.num_threads}")
     _validate_data_fields(cfg)

@@ -360,6 +360,17 @@ def test_every_kernel_computes_the_same_masked_attention(monkeypatch):
         warnings.simplefilter("ignore")
         flex = da.document_attention(q, k, v, da.segments_for(ids, "flex", max_doc_len=16))  # forward only on CPU
     assert (flex - ref).abs().max() < 1e-5
+    # the CPU default: segments gathered into a padded batch, and its gradients equal the mask path's
+    qg, kg, vg = (t.clone().requires_grad_(True) for t in (q, k, v))
+    padded = da.document_attention(qg, kg, vg, da.segments_for(ids, "padded", max_doc_len=16))
+    assert (padded - ref).abs().max() < 1e-5
+    qm, km, vm = (t.clone().requires_grad_(True) for t in (q, k, v))
+    da.document_attention(qm, km, vm, da.segments_for(ids, "sdpa", max_doc_len=16)).square().sum().backward()
+    padded.square().sum().backward()
+    for a, b in ((qg, qm), (kg, km), (vg, vm)):
+        assert (a.grad - b.grad).abs().max() < 1e-4
+    assert da.resolve_kernel("auto", torch.device("cpu")) == "padded"
+    assert da.resolve_kernel("sdpa-mask", torch.device("cpu")) == "sdpa"
 
     # FA3's varlen call over the flattened batch, given an exact per-segment stand-in for the kernel
     def varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, causal):

@@ -9,8 +9,13 @@ and every `max_doc_len` tokens from a document's start begin a new segment, as t
   (`Segments.cu_seqlens`); an eager call computes them here.
 * ``flex``: PyTorch's flex attention with a block mask (CUDA, `runtime.attention=flex`; it skips
   whole masked blocks). PyTorch 2.13 has no flex backward on the CPU, so it is not used there.
-* ``sdpa``: PyTorch SDPA with a boolean [B, 1, T, T] mask — every device; the CPU path, and the
-  CUDA one without FlashAttention-3.
+* ``sdpa``: PyTorch SDPA with a boolean [B, 1, T, T] mask — every device; the CUDA path without
+  FlashAttention-3 (and the CPU one with runtime.attention=sdpa-mask).
+* ``padded``: the varlen kernel emulated: every segment is gathered into a row of a padded batch
+  [segments, longest, H, D], SDPA runs causal on it (padding sits after a row's real keys, so the
+  causal mask already hides it), and the rows are scattered back. Eager, data-dependent shapes:
+  the CPU default. Its cost grows with segments x longest^2 instead of T^2, which is what makes the
+  packing loader's [1, 4096] rows affordable on a CPU (measured: docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -58,6 +63,8 @@ class Segments:
     block_mask: object | None = None  # flex
     cu_seqlens: Tensor | None = None  # fa3: int32 over the flattened [B*T] batch, padded
     max_seqlen: int = 0
+    gather: Tensor | None = None  # padded: [S, L] flat index of each padded slot (a valid index in padding)
+    scatter: Tensor | None = None  # padded: [B*T] flat index into the padded [S*L] batch of each position
 
 
 @torch.compiler.disable  # data-dependent length: never traced (a compiled caller passes cu_seqlens in)
@@ -91,6 +98,8 @@ def segments_for(
         else:
             cu_seqlens, max_len = cu_seqlens
         out.cu_seqlens, out.max_seqlen = cu_seqlens, int(max_len)
+    elif kernel == "padded":
+        out.gather, out.scatter = _padded_layout(flags)
     elif kernel == "flex":
         _, create_block_mask = flex_attention_fn()
 
@@ -102,6 +111,21 @@ def segments_for(
         causal = torch.ones(T, T, dtype=torch.bool, device=ids.device).tril()
         out.mask = (seg[:, None, :, None] == seg[:, None, None, :]) & causal
     return out
+
+
+def _padded_layout(flags: Tensor) -> tuple[Tensor, Tensor]:
+    """(gather [S, L], scatter [B*T]) of the flattened batch's segments, L the longest segment."""
+    flat = flags.reshape(-1)
+    total = flat.numel()
+    starts = torch.nonzero(flat).reshape(-1)
+    lengths = torch.diff(torch.cat((starts, starts.new_tensor([total]))))
+    L = int(lengths.max())
+    offs = torch.arange(L, device=flags.device)
+    gather = starts[:, None] + offs[None, :]
+    gather = torch.where(offs[None, :] < lengths[:, None], gather, starts[:, None])  # padding: any real slot
+    seg = torch.cumsum(flat.to(torch.int64), 0) - 1
+    pos = torch.arange(total, device=flags.device) - starts[seg]
+    return gather, seg * L + pos
 
 
 def document_attention(q: Tensor, k: Tensor, v: Tensor, seg: Segments) -> Tensor:
@@ -121,8 +145,16 @@ def document_attention(q: Tensor, k: Tensor, v: Tensor, seg: Segments) -> Tensor
         )
         out = out[0] if isinstance(out, tuple) else out
         return out.reshape(B, T, H, D)
-    qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
     gqa = k.size(2) != H
+    if seg.kernel == "padded":
+        S, L = seg.gather.shape
+
+        def rows(x: Tensor) -> Tensor:  # [B,T,h,D] -> [S, h, L, D]
+            return x.reshape(B * T, x.size(2), D)[seg.gather.reshape(-1)].reshape(S, L, x.size(2), D).transpose(1, 2)
+
+        y = F.scaled_dot_product_attention(rows(q), rows(k), rows(v), is_causal=True, enable_gqa=gqa)
+        return y.transpose(1, 2).reshape(S * L, H, D)[seg.scatter].reshape(B, T, H, D)
+    qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
     if seg.kernel == "flex":
         flex, _ = flex_attention_fn()
         y = flex(qt, kt, vt, block_mask=seg.block_mask, enable_gqa=gqa)
@@ -134,7 +166,9 @@ def document_attention(q: Tensor, k: Tensor, v: Tensor, seg: Segments) -> Tensor
 def resolve_kernel(requested: str, device: torch.device) -> str:
     """The kernel a runtime.attention setting gives document attention on a device."""
     if device.type != "cuda":
-        return "sdpa"  # FA3 is CUDA-only and flex has no CPU backward in torch 2.13
+        # FA3 is CUDA-only and flex has no CPU backward in torch 2.13: the emulated varlen kernel,
+        # or SDPA with the full mask when asked for by name.
+        return "sdpa" if requested == "sdpa-mask" else "padded"
     if requested in ("auto", "fa3") and flash_attn_varlen() is not None:
         return "fa3"
     # flex only when asked for: its block mask is built inside the (fullgraph) compiled step,

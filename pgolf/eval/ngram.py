@@ -27,8 +27,8 @@ score-first.
 
 Memory: each context length keeps at most 2**eval.ngram_table_bits contexts; a new context
 that would exceed it is not stored (the records' tables drop an insert that finds no slot).
-Cost: a Python loop on one core, measured (benchmarks/audit_table.py) about 20 us per target for
-#1514 (5 context lengths) and 4 us for #2135 (one): 16 and 3 minutes for the 47.9M-target split.
+Cost: a Python loop on one core, measured (benchmarks/audit_table.py) about 17 us per target for
+#1514 (5 context lengths) and 4 us for #2135 (one): 14 and 3 minutes for the 47.9M-target split.
 """
 
 from __future__ import annotations

@@ -340,6 +340,17 @@ class EvalConfig:
     whole_split: bool = _f(
         False, None, "score every target of the split (the frontier's rule); false: the seed's whole-window cut"
     )
+    # --- issue 15: the causal token n-gram tilt (FRONTIER F6.8; docs/evaluation.md)
+    ngram_tilt: str = _f("off", None, "on: tilt any method's scored logits by the n-gram hint", choices=("off", "on"))
+    ngram_expert: str = _f("1514", None, "1514: orders 8..16 step 2, beta=2*conf | 2135: order 16, gate 0.8, "
+                           "beta=2.625",
+                           choices=("1514", "2135"))  # fmt: skip
+    ngram_order: str = _f("score", None, "score: hints from scored tokens, in scoring order | stream: #2135's "
+                          "precompute over the whole stream (NOT score-first)",
+                          choices=("score", "stream"))  # fmt: skip
+    ngram_table_bits: int = _f(22, None, "at most 2**bits contexts per context length", ge=4, le=30)
+    ngram_beta: float = _f(0.0, None, "0: the expert's boost; else 1514's beta scale or 2135's fixed beta",
+                           ge=0, le=20)  # fmt: skip
     # ---- the main job (issue 16)
     run_methods: tuple[str, ...] = _f((), None, "methods `pgolf run` evaluates (empty: every method pgolf has)")
 

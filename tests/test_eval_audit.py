@@ -87,3 +87,93 @@ def test_training_before_scoring_is_caught(model, monkeypatch):
     monkeypatch.setattr(api, "evaluate_ttt", leaky)
     rep = audit(model, "ttt", val_tokens(), tables(), small_config(), "cpu", n_targets=N)
     assert rep["label"] is True and rep["score_first"] is False and rep["caught"] is True
+
+
+# --------------------------------------------------------------------------- C1-C4 (issue 15)
+@pytest.fixture
+def planted():
+    from _planted_methods import planted as ctx
+
+    with ctx():
+        yield
+
+
+def tiled(period: int = 384, times: int = 3):
+    """A stream that repeats itself, so that n-gram contexts recur (the tilt has something to use)."""
+    import numpy as np
+
+    return np.tile(val_tokens(period)[:period], times)
+
+
+@pytest.mark.parametrize(
+    ("method", "sets", "failed"),
+    [
+        ("plain", [], []),
+        ("sliding", [], []),
+        ("slot-causal", [], []),
+        ("ttt", [], []),
+        ("ngram-tilt", [], []),
+        ("ngram-tilt", ["eval.ngram_expert=2135"], []),
+        ("ttt", ["eval.ngram_tilt=on"], []),
+        ("slot", [], ["C1", "C3"]),  # fitted on the very targets it scores
+        ("ngram-tilt", ["eval.ngram_order=stream"], ["C3"]),  # precompute reads all before scoring; causal in stream
+    ],
+)
+def test_every_method_measured_on_all_four_conditions(model, method, sets, failed):
+    rep = audit(model, method, val_tokens(), tables(), small_config(*sets), "cpu", n_targets=N)
+    assert rep["failed"] == failed, rep["conditions"]
+    c = rep["conditions"]
+    assert c["C2"]["checked"] >= 10 and c["C4"]["once"] == N
+    assert rep["caught"] == (rep["label"] and bool(failed))
+
+
+@pytest.mark.parametrize(
+    ("method", "sets", "failed"),
+    [
+        ("planted-pre-ttt", [], ["C1", "C3"]),
+        ("planted-hashed-cache", [], ["C2"]),
+        ("planted-two-pass", [], ["C4"]),
+        ("reversed-segments", ["eval.ngram_tilt=on", "eval.ngram_expert=2135"], []),
+        ("reversed-segments", ["eval.ngram_tilt=on", "eval.ngram_expert=2135", "eval.ngram_order=stream"],
+         ["C1", "C3"]),
+    ],
+)  # fmt: skip
+def test_planted_illegal_methods_fail_exactly_the_conditions_they_break(model, planted, method, sets, failed):
+    rep = audit(model, method, tiled(), tables(), small_config(*sets), "cpu", n_targets=N)
+    assert rep["failed"] == failed, rep["conditions"]
+    # pgolf labels the stream-order tilt not score-first itself; the planted ones claim to be.
+    label = "eval.ngram_order=stream" not in sets
+    assert rep["label"] is label and rep["caught"] == (label and bool(failed))
+    c = rep["conditions"]
+    if "C2" in failed:
+        assert c["C2"]["max_sum_error"] > 1e-3
+    if "C3" in failed:
+        assert c["C3"]["violations"] > 0 and c["C3"]["first"]
+    if "C4" in failed:
+        assert c["C4"]["more"] == N and c["C4"]["scored_tokens"] == 2 * N
+
+
+def test_the_tilt_in_scoring_order_really_tilts_the_reversed_method(model, planted):
+    from pgolf.eval import evaluate
+
+    cfg = small_config("eval.ngram_tilt=on", "eval.ngram_expert=2135")
+    res, _ = evaluate(model, "reversed-segments", tiled(), tables(), cfg, "cpu", max_tokens=N)
+    assert res.params["ngram_hinted"] > 20  # the legal variant is not legal by doing nothing
+
+
+def test_c4_counts_the_stream_bytes_once(model, planted):
+    rep = audit(model, "sliding", val_tokens(), tables(), small_config(), "cpu", n_targets=N)
+    c4 = rep["conditions"]["C4"]
+    assert c4["bytes"] == c4["stream_bytes"] > N
+    rep = audit(model, "planted-two-pass", tiled(), tables(), small_config(), "cpu", n_targets=N)
+    c4 = rep["conditions"]["C4"]
+    assert c4["bytes"] == 2 * c4["stream_bytes"] and not c4["pass"]
+
+
+def test_explicit_positions_and_bad_ones(model):
+    from pgolf.errors import ConfigError
+
+    rep = audit(model, "sliding", val_tokens(), tables(), small_config(), "cpu", n_targets=N, at=[30, 500])
+    assert rep["positions"] == [30, 500] and rep["all_pass"]
+    with pytest.raises(ConfigError, match="audit positions"):
+        audit(model, "sliding", val_tokens(), tables(), small_config(), "cpu", n_targets=N, at=[N])

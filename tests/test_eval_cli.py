@@ -144,3 +144,26 @@ def test_audit_cli(setup, capsys, monkeypatch):
     monkeypatch.setitem(commands.SCORE_FIRST, "slot", True)  # a method claiming score-first that is not
     rc, out, err = cli([*base, "--method", "slot"], capsys)
     assert rc == 1 and json.loads(out)["caught"] is True and "labelled score-first" in err
+
+
+def test_audit_all_prints_the_four_conditions_of_every_method(setup, capsys):
+    _, data, art = setup
+    rc, out, err = cli(["audit", str(art), "--data", str(data), "--all", "--tokens", "512", *FAST], capsys)
+    assert rc == 0, err
+    lines = out.strip().splitlines()
+    assert lines[0].split()[:2] == ["method", "label"] and len(lines) == 1 + len(commands.METHOD_CHOICES)
+    slot = next(x for x in lines if x.startswith("slot "))
+    assert "C1 FAIL" in slot and "C3 FAIL" in slot and "C2 pass" in slot and "C4 pass" in slot
+    assert all(x.count("pass") == 4 for x in lines[1:] if not x.startswith("slot "))
+    rc, out, err = cli(["audit", str(art), "--data", str(data), "--tokens", "512", *FAST], capsys)
+    assert rc != 0 and "--method" in err and len(err.strip().splitlines()) == 1
+
+
+def test_eval_json_has_phases_and_the_budget(setup, capsys):
+    _, data, art = setup
+    rc, out, err = cli(["eval", str(art), "--data", str(data), "--method", "ngram-tilt", "--ngram-expert", "2135",
+                        "--max-tokens", "512", "--json", *FAST], capsys)  # fmt: skip
+    assert rc == 0, err
+    res = json.loads(out)
+    assert res["params"]["ngram_expert"] == "2135" and res["phases"]["scoring"] > 0
+    assert res["within_600s"] is True and abs(res["total_seconds"] - sum(res["phases"].values())) < 1e-9

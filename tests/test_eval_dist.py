@@ -45,6 +45,9 @@ SCRIPT = textwrap.dedent(
     for method in METHODS:
         res, nll = evaluate(model, method, saved["tokens"], tables, cfg, "cpu", max_tokens=saved["n"], record=True)
         out[method] = {**res.to_dict(), "nll": nll.tolist()}
+    cfg.eval.ngram_tilt = "on"  # the tilt as a layer on TTT (chunks split across ranks)
+    res, nll = evaluate(model, "ttt", saved["tokens"], tables, cfg, "cpu", max_tokens=saved["n"], record=True)
+    out["ttt+ngram"] = {**res.to_dict(), "nll": nll.tolist()}
     if info.rank == 0:
         with open(sys.argv[2], "w") as f:
             json.dump(out, f)
@@ -77,12 +80,15 @@ def test_two_processes_equal_one(tmp_path: Path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        for method in METHODS:
-            one, nll = evaluate(model, method, val_tokens(N + 10), t, cfg, "cpu", max_tokens=N, record=True)
+        tilted = small_config(*SETS, "eval.ngram_tilt=on")
+        for method in [*METHODS, "ttt+ngram"]:
+            c, m = (tilted, "ttt") if method == "ttt+ngram" else (cfg, method)
+            one, nll = evaluate(model, m, val_tokens(N + 10), t, c, "cpu", max_tokens=N, record=True)
             got = two[method]
             assert got["world_size"] == 2 and one.world_size == 1
             assert got["tokens"] == one.tokens == N and got["bytes"] == one.bytes, method
             assert abs(got["val_bpb"] - one.val_bpb) < 1e-6, (method, got["val_bpb"], one.val_bpb)
+            assert got["params"].get("ngram_hinted") == one.params.get("ngram_hinted"), method
             np.testing.assert_allclose(np.array(got["nll"]), nll, atol=1e-4, err_msg=method)
     finally:
         torch.set_num_threads(threads)

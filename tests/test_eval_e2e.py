@@ -50,6 +50,9 @@ def test_train_export_eval_audit(tmp_path: Path):
     res = json.loads(pgolf("eval", str(art), "--data", str(data), "--method", "sliding", "--max-tokens", "1500",
                            "--dump-nll", str(dump), "--json", "--no-env").stdout)  # fmt: skip
     assert res["tokens"] == 1500 and res["score_first"] is True
+    # Every phase from opening the artifact (issue 15): the load's parts are measured, not zero.
+    assert res["phases"]["decompress"] > 0 and res["phases"]["dequantise"] > 0 and res["phases"]["scoring"] > 0
+    assert res["total_seconds"] == pytest.approx(sum(res["phases"].values())) and res["within_600s"] is True
     # The artifact names its preset (tiny); its eval settings apply, not the training run's --set.
     assert res["params"]["seq_len"] == 256 and res["params"]["stride"] == 64
     nll = np.load(dump)

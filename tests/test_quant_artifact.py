@@ -246,3 +246,12 @@ def test_export_of_a_real_trainer_run(tiny_run, builtin_dir, tmp_path):
     with torch.no_grad():
         losses = [float(m(x, y)) for m in (ref, got)]
     assert abs(losses[1] - losses[0]) < 0.03, losses
+
+
+def test_loading_records_its_phase_seconds(exported_tiny, tmp_path):
+    """The evaluation's phase report starts at opening the artifact (issue 15)."""
+    run, _cfg, _state = exported_tiny
+    model = pgolf.load_artifact(export_run(run, tmp_path / "t.pgolf", passthrough_max_numel=TINY_PASSTHROUGH)["path"])
+    secs = model.artifact_info["load_seconds"]
+    assert set(secs) == {"imports", "read", "decompress", "dequantise"} and all(v >= 0 for v in secs.values())
+    assert secs["decompress"] > 0 and secs["dequantise"] > 0

@@ -46,6 +46,8 @@ FLAG_KEYS = {
     "ttt_chunk_tokens": "eval.ttt_chunk_tokens",
     "ttt_momentum": "eval.ttt_momentum",
     "device": "runtime.device",
+    "ngram_expert": "eval.ngram_expert",
+    "ngram_order": "eval.ngram_order",
 }
 
 
@@ -59,10 +61,17 @@ def _positive(text: str) -> int:
     return v
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _positions(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected target indices like 30,200, got {text!r}") from None
+
+
+def _common(p: argparse.ArgumentParser, method_required: bool = True) -> None:
     p.add_argument("artifact", metavar="ARTIFACT", help="a pgolf artifact (or the seed's .ptz with --preset)")
     p.add_argument("--data", required=True, metavar="DIR", help="dataset directory with fineweb_val_*.bin shards")
-    p.add_argument("--method", required=True, choices=METHOD_CHOICES, help="evaluation method")
+    p.add_argument("--method", required=method_required, choices=METHOD_CHOICES, help="evaluation method")
     add_config_args(p, default_preset=None)
     p.add_argument("--tokenizer", metavar="MODEL", help="SentencePiece model (default: DIR/tokenizer.model)")
     p.add_argument("--device", help="cpu | cuda | cuda:N (default: the config's runtime.device)")
@@ -85,6 +94,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ttt-epochs", type=int)
     g.add_argument("--ttt-chunk-tokens", type=_positive)
     g.add_argument("--ttt-momentum", type=float)
+    g = p.add_argument_group("causal n-gram tilt (--method ngram-tilt, or --set eval.ngram_tilt=on on any method)")
+    g.add_argument("--ngram-expert", choices=("1514", "2135"), help="eval.ngram_expert")
+    g.add_argument("--ngram-order", choices=("score", "stream"), help="eval.ngram_order (stream: NOT score-first)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--out", metavar="FILE", help="also write the JSON result to FILE")
 
@@ -99,10 +111,14 @@ def register(sub) -> None:
 
     a = sub.add_parser("audit", help="measure whether an evaluation method is score-first", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    _common(a)
+    _common(a, method_required=False)
+    a.add_argument("--all", action="store_true", help="audit every method pgolf has (a table of C1-C4)")
     a.add_argument("--tokens", type=_positive, metavar="N", help="audit the first N targets (default 2 x seq_len)")
     a.add_argument("--positions", type=_positive, default=3, metavar="K", help="targets to replace (default 3)")
     a.add_argument("--tolerance", type=float, default=1e-6, help="largest NLL change (nats) still counted as none")
+    a.add_argument(
+        "--at", type=_positions, metavar="P[,P...]", help="C1: replace these targets (default: evenly spread)"
+    )
     a.add_argument(
         "--full-settings",
         action="store_true",
@@ -158,7 +174,16 @@ def _setup(args: argparse.Namespace):
     cfg.model = model.config
     validate(cfg)
     dinfo = dist.init(cfg.runtime)
+    import time
+
+    t0 = time.perf_counter()
     model = model.to(dinfo.device).eval()
+    if dinfo.device.type == "cuda":
+        import torch
+
+        torch.cuda.synchronize(dinfo.device)
+    if isinstance(getattr(model, "artifact_info", None), dict) and "load_seconds" in model.artifact_info:
+        model.artifact_info["load_seconds"]["to_device"] = time.perf_counter() - t0
     if hasattr(model, "set_attention_backend"):
         model.set_attention_backend(cfg.runtime.attention)
     vocab = int(model.config.vocab_size)
@@ -227,6 +252,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 flag = "score-first" if result.score_first else "NOT score-first (two-pass)"
                 print(f"{result.method} val_loss:{result.val_loss:.8f} val_bpb:{result.val_bpb:.8f} "
                       f"tokens:{result.tokens} bytes:{result.bytes} time:{result.seconds:.1f}s {flag}")  # fmt: skip
+                phases = " ".join(f"{k}:{v:.2f}s" for k, v in result.phases.items() if v)
+                verdict = "within" if result.within_600s else "OVER"
+                print(f"phases {phases} total:{result.total_seconds:.1f}s ({verdict} the 600 s budget)")
         dist.barrier()
     finally:
         dist.shutdown()
@@ -235,26 +263,35 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     from pgolf import dist
-    from pgolf.eval.audit import audit
+    from pgolf.eval.audit import CONDITIONS, audit, table_row
 
+    if not args.all and not args.method:
+        raise ConfigError("pgolf audit needs --method M or --all")
+    methods = list(METHOD_CHOICES) if args.all else [args.method]
     cfg, model, tokens, tables, info = _setup(args)
     try:
-        rep = audit(model, args.method, tokens, tables, cfg, info.device, n_targets=args.tokens,
-                    positions=args.positions, tolerance=args.tolerance, small=not args.full_settings)  # fmt: skip
-        rep["artifact"] = str(args.artifact)
+        reps = []
+        for m in methods:
+            rep = audit(model, m, tokens, tables, cfg, info.device, n_targets=args.tokens,
+                        positions=args.positions, tolerance=args.tolerance, small=not args.full_settings,
+                        at=args.at)  # fmt: skip
+            rep["artifact"] = str(args.artifact)
+            reps.append(rep)
+        out = reps[0] if len(reps) == 1 else {"artifact": str(args.artifact), "methods": reps}
         if info.is_main:
             if args.out:
-                _write_json(args.out, rep)
+                _write_json(args.out, out)
             if args.json:
-                print_json(rep)
+                print_json(out)
             else:
-                verdict = "score-first" if rep["score_first"] else "NOT score-first"
-                claim = "labelled score-first" if rep["label"] else "labelled not score-first"
-                print(f"{rep['method']}: measured {verdict} (max NLL change before a replaced target "
-                      f"{rep['max_change']:.3g} nats), {claim}{' -- CAUGHT' if rep['caught'] else ''}")  # fmt: skip
-            if rep["caught"]:
-                log(f"pgolf audit: method '{rep['method']}' is labelled score-first but is not")
+                print(f"{'method':<14} {'label':<16} " + "  ".join(CONDITIONS) + " (measured)")
+                for rep in reps:
+                    print(table_row(rep) + (" -- CAUGHT" if rep["caught"] else ""))
+            for rep in reps:
+                if rep["caught"]:
+                    log(f"pgolf audit: method '{rep['method']}' is labelled score-first but fails "
+                        f"{', '.join(rep['failed'])}")  # fmt: skip
         dist.barrier()
     finally:
         dist.shutdown()
-    return 1 if rep["caught"] else 0
+    return 1 if any(r["caught"] for r in reps) else 0

@@ -25,6 +25,9 @@ from pgolf.errors import DataError
 SCORE_FIRST = {"plain": True, "sliding": True, "slot": False, "slot-causal": True, "ttt": True}
 SCORE_FIRST.update({"ttt-lora": True, "ttt-phased": True})  # per-document LoRA TTT (issue 15)
 DOCUMENT_METHODS = ("ttt-lora", "ttt-phased")  # need BOS-split documents; always score the whole split
+SCORE_FIRST["ngram-tilt"] = True  # sliding + the causal n-gram tilt (issue 15)
+
+CHALLENGE_EVAL_SECONDS = 600.0  # the challenge's evaluation budget
 
 
 def prepare_stream(tokens: np.ndarray, seq_len: int, max_tokens: int | None = None, whole: bool = False) -> np.ndarray:
@@ -95,13 +98,55 @@ class Totals:
 class Scorer:
     """Accumulates float64 sums of scored targets, and optionally each target's NLL by position."""
 
-    def __init__(self, tables: ByteTables, device: torch.device, record: bool = False):
+    def __init__(
+        self,
+        tables: ByteTables,
+        device: torch.device,
+        record: bool = False,
+        post=None,
+        probe=None,
+        ledger=None,
+    ):
+        """`post`: a logits post-processor (targets, logits) -> log-probabilities (e.g. the n-gram
+        tilt), with after_scored(targets); `probe`: the audit's C2 hook, shown the full
+        log-distribution of sampled targets; `ledger`: a ScoreLedger told what is scored."""
+        self.post = post
+        self.probe = probe
+        self.ledger = ledger
         self.tables = tables.to(device)
         self.device = device
         self.sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, tokens, bytes, unk
         self.unk = torch.tensor(list(tables.unk_ids) or [-1], device=device)
         self.record = record
         self.pieces: list[tuple[int | np.ndarray, np.ndarray]] = []
+
+    def score(
+        self,
+        logits: Tensor,
+        targets: Tensor,
+        prev: Tensor,
+        first_target: int | None = None,
+        index: Tensor | None = None,
+    ) -> Tensor:
+        """Score targets from the method's final logits [n, V] (rows in the order of `targets`):
+        the post-processor (if any) makes the distribution, its NLL is added. Returns the NLL."""
+        y = targets.reshape(-1)
+        if self.post is None and self.probe is None:
+            nll = nll_per_position(logits.reshape(y.numel(), -1), y)
+            self.add(nll, targets, prev, first_target, index)
+            return nll
+        idx = target_indices(y.numel(), first_target, index)
+        # Under the audit's probe the distribution is made in float64, so that C2 can check it to 1e-6.
+        lg = logits.reshape(y.numel(), -1)
+        lg = lg.double() if self.probe is not None else lg.float()
+        logp = self.post(idx, lg) if self.post is not None else torch.log_softmax(lg, dim=-1)
+        nll = -logp.gather(1, y[:, None]).squeeze(1)
+        if self.probe is not None:
+            self.probe.take(idx, logp, nll, y)
+        self.add(nll, targets, prev, first_target, index)
+        if self.post is not None:
+            self.post.after_scored(idx)
+        return nll
 
     def add(
         self,
@@ -131,6 +176,13 @@ class Scorer:
         self.sums[1] += t.numel()
         self.sums[2] += self.tables.count(t, p, idx).sum().to(torch.float64)
         self.sums[3] += torch.isin(t, self.unk).sum().to(torch.float64)
+        if self.ledger is not None or self.probe is not None:
+            where = target_indices(t.numel(), run_start, idx)
+            nll64 = nll.detach().to(torch.float64).cpu().numpy()
+            if self.ledger is not None:
+                self.ledger.scored(where, nll64)
+            if self.probe is not None:
+                self.probe.accumulated(where, nll64)
         if self.record:
             if idx is None:
                 raise ValueError("recording NLLs needs the stream position of each scored target")
@@ -150,6 +202,17 @@ class Scorer:
                 pieces = [p for part in gathered for p in part]
             out.nll = assemble_nll(pieces, n_targets if n_targets is not None else out.tokens)
         return out
+
+
+def target_indices(n: int, first_target: int | None, index) -> np.ndarray:
+    """Stream indices of n scored targets: a run from `first_target`, or the given `index`."""
+    if index is not None:
+        return (
+            index.reshape(-1).detach().cpu().numpy().astype(np.int64) if torch.is_tensor(index) else np.asarray(index)
+        )
+    if first_target is None:
+        raise ValueError("scoring needs the stream position of each target (first_target or index)")
+    return np.arange(int(first_target), int(first_target) + n, dtype=np.int64)
 
 
 def assemble_nll(pieces: list[tuple[int | np.ndarray, np.ndarray]], n: int) -> np.ndarray:
@@ -183,6 +246,16 @@ class EvalResult:
     device: str = "cpu"
     max_tokens: int | None = None
     params: dict = field(default_factory=dict)
+    # Seconds of every phase from opening the artifact (imports, read, decompress, dequantise, to_device,
+    # compile_warmup, diagnostic, scoring, ttt_training, ngram_hints), their sum, and the verdict.
+    phases: dict = field(default_factory=dict)
+    total_seconds: float = 0.0
+    within_600s: bool = True
+
+    def set_phases(self, phases: dict) -> None:
+        self.phases = {k: float(v) for k, v in phases.items()}
+        self.total_seconds = float(sum(self.phases.values()))
+        self.within_600s = self.total_seconds <= CHALLENGE_EVAL_SECONDS
 
     def to_dict(self) -> dict:
         return asdict(self)

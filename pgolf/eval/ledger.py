@@ -43,13 +43,23 @@ class ScoreLedger:
     reads: int = 0  # update steps seen
     tokens_read: int = 0
 
+    calls: int = 0  # scoring calls seen
+
     def __post_init__(self) -> None:
         self.times_scored = np.zeros(self.n_targets, dtype=np.int32)
+        # The scoring call that first scored each target (-1: never): the method's scoring order.
+        self.order = np.full(self.n_targets, -1, dtype=np.int64)
+        self.nll = np.zeros(self.n_targets, dtype=np.float64)  # the NLL accumulated per target (nats)
 
-    def scored(self, targets) -> None:
+    def scored(self, targets, nll=None) -> None:
         t = np.asarray(targets, dtype=np.int64).ravel()
         if t.size and (t.min() < 0 or t.max() >= self.n_targets):
             raise IndexError(f"ledger: target index outside 0..{self.n_targets - 1}")
+        fresh = t[self.order[t] < 0]
+        self.order[fresh] = self.calls
+        self.calls += 1
+        if nll is not None:
+            np.add.at(self.nll, t, np.asarray(nll, dtype=np.float64).ravel())
         before = self.times_scored[t] > 0
         np.add.at(self.times_scored, t, 1)
         dup = np.unique(t[before])
@@ -78,12 +88,21 @@ class ScoreLedger:
         """Every target scored exactly once and none twice."""
         return not any(v.condition == "C4" for v in self.violations) and bool(np.all(self.times_scored == 1))
 
+    def scored_before(self, p: int) -> np.ndarray:
+        """Targets whose scores were fixed before target p's token could be known: those scored
+        in an earlier call, and the earlier ones in the stream of p's own call. A causal method
+        (C1, in its own scoring order) must not change any of them when target p changes."""
+        o = self.order
+        idx = np.arange(self.n_targets)
+        return ((o >= 0) & (o < o[p])) | ((o == o[p]) & (idx < p))
+
     def unscored(self) -> int:
         return int(np.sum(self.times_scored == 0))
 
     def merge(self, other: ScoreLedger) -> None:
         """Fold another rank's ledger into this one (same stream)."""
         self.times_scored += other.times_scored
+        self.nll += other.nll
         self.violations.extend(other.violations)
         self.reads += other.reads
         self.tokens_read += other.tokens_read

@@ -16,7 +16,6 @@ from pgolf.eval.common import (
     Totals,
     autocast_context,
     default_logits_fn,
-    nll_per_position,
     rank_slice,
     to_device_ids,
 )
@@ -33,6 +32,9 @@ def evaluate_plain(
     record: bool = False,
     logits_fn: Callable[[Tensor], Tensor] | None = None,
     progress=None,
+    post=None,
+    probe=None,
+    ledger=None,
 ) -> Totals:
     """Score targets 0..N-1 of `tokens` (N+1 tokens) in sequences of `seq_len`.
 
@@ -49,7 +51,7 @@ def evaluate_plain(
     tail = n_targets - n_full * seq_len
     if tail and rank == world - 1:
         batches.append((n_full, n_full + 1, tail))
-    scorer = Scorer(tables, device, record=record)
+    scorer = Scorer(tables, device, record=record, post=post, probe=probe, ledger=ledger)
     was_training = model.training
     model.eval()
     with torch.inference_mode():
@@ -61,7 +63,7 @@ def evaluate_plain(
             y = chunk[1:].view(b - a, length)
             with autocast_context(device, autocast):
                 logits = logits_fn(x)
-            scorer.add(nll_per_position(logits, y), y, x, first_target=start)
+            scorer.score(logits, y, x, first_target=start)
             if progress is not None:
                 progress.update(n)
     model.train(was_training)

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from pgolf.data.bpb import ByteTables
-from pgolf.eval.common import Scorer, Totals, autocast_context, my_share, nll_per_position
+from pgolf.eval.common import Scorer, Totals, autocast_context, my_share
 from pgolf.eval.windows import Window, batches, plan_windows
 
 
@@ -87,11 +87,14 @@ def evaluate_sliding(
     record: bool = False,
     hidden_fn: Callable[[Tensor], Tensor] | None = None,
     progress=None,
+    post=None,
+    probe=None,
+    ledger=None,
 ) -> Totals:
     """Score targets 0..N-1 of `tokens` (N+1 tokens) once each with sliding windows."""
     hidden_fn = hidden_fn or model.forward_hidden
     n_targets = len(tokens) - 1
-    scorer = Scorer(tables, device, record=record)
+    scorer = Scorer(tables, device, record=record, post=post, probe=probe, ledger=ledger)
     was_training = model.training
     model.eval()
     try:
@@ -101,8 +104,7 @@ def evaluate_sliding(
                 with autocast_context(device, autocast):
                     h = hidden_fn(b.x)[b.rows, b.cols]
                     logits = model.compute_logits(h)
-                scorer.add(nll_per_position(logits, b.y[b.rows, b.cols]), b.y[b.rows, b.cols],
-                           b.x[b.rows, b.cols], first_target=b.first_target)  # fmt: skip
+                scorer.score(logits, b.y[b.rows, b.cols], b.x[b.rows, b.cols], first_target=b.first_target)
                 if progress is not None:
                     progress.update(b.n_scored)
     finally:

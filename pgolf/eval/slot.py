@@ -144,17 +144,25 @@ class WindowOffsets:
         if self.bias is not None:
             self.bias.grad = gsum
 
+    def logits(self) -> Tensor:
+        """Final logits of the fitted rows with the current delta/bias."""
+        return self._tanh().mul_(self.cap)
+
     def nll(self) -> Tensor:
         """NLL of the fitted rows with the current delta/bias."""
-        logits = self._tanh().mul_(self.cap)
+        logits = self.logits()
         return torch.logsumexp(logits, dim=-1) - logits[self.rows, self.y]
 
-    def nll_of(self, h: Tensor, y: Tensor, win: Tensor) -> Tensor:
-        """NLL of other rows (e.g. the positions a causal fit did not see) with the current delta/bias."""
+    def logits_of(self, h: Tensor, win: Tensor) -> Tensor:
+        """Final logits of other rows (e.g. the positions a causal fit did not see)."""
         logits = F.linear(h + self.delta[win], self.w_out)
         if self.bias is not None:
             logits = logits + self.bias[win]
-        return ce(self.cap * torch.tanh(logits / self.cap), y)
+        return self.cap * torch.tanh(logits / self.cap)
+
+    def nll_of(self, h: Tensor, y: Tensor, win: Tensor) -> Tensor:
+        """NLL of other rows with the current delta/bias."""
+        return ce(self.logits_of(h, win), y)
 
 
 def hidden_fp32(model, b: WindowBatch, device, autocast, hidden_fn) -> Tensor:
@@ -168,6 +176,15 @@ def slot_problem(
     head: Head, b: WindowBatch, h: Tensor, impl: str
 ) -> tuple[list[Tensor], Callable[[], None], Callable[[], Tensor]]:
     """(params, backward, final_nll) of one batch: what `fit` optimises, then what is scored."""
+    params, backward, final_logits = slot_parts(head, b, h, impl)
+    y = b.y[b.rows, b.cols]
+    return params, backward, lambda: ce(final_logits(), y)
+
+
+def slot_parts(
+    head: Head, b: WindowBatch, h: Tensor, impl: str
+) -> tuple[list[Tensor], Callable[[], None], Callable[[], Tensor]]:
+    """(params, backward, final_logits) of one batch; final_logits: [n_scored, V] in stream order."""
     if impl == "full":
         nwin, d, V = h.size(0), h.size(-1), head.weight.size(0)
         delta = torch.zeros(nwin, 1, d, device=h.device, requires_grad=True)
@@ -181,7 +198,7 @@ def slot_problem(
             ((ce(head(h + delta, bias), b.y) * mask).sum() / n_valid).backward()
 
         def final_full() -> Tensor:
-            return ce(head(h + delta, bias), b.y)[b.rows, b.cols]
+            return head(h + delta, bias)[b.rows, b.cols]
 
         return [delta, bias], backward_full, final_full
     if impl != "scored":
@@ -192,17 +209,29 @@ def slot_problem(
     nwin = h.size(0)
     weight = torch.full((nwin,), 1.0 / b.n_scored, device=h.device)
     fitter = WindowOffsets(head, h[b.rows, b.cols], b.y[b.rows, b.cols], b.rows, weight, nwin)
-    return fitter.params, fitter.backward, fitter.nll
+    return fitter.params, fitter.backward, fitter.logits
 
 
 def slot_batch(
-    head: Head, b: WindowBatch, h: Tensor, steps: int, lr: float, lr_min: float, schedule: str, impl: str
+    head: Head,
+    b: WindowBatch,
+    h: Tensor,
+    steps: int,
+    lr: float,
+    lr_min: float,
+    schedule: str,
+    impl: str,
+    ledger=None,
 ) -> Tensor:
-    """NLL of the batch's scored targets (stream order) after fitting per-window delta/bias on them."""
-    params, backward, final_nll = slot_problem(head, b, h, impl)
+    """Final logits of the batch's scored targets (stream order) after fitting per-window delta/bias on them."""
+    params, backward, final_logits = slot_parts(head, b, h, impl)
+    if ledger is not None and steps > 0:
+        # The fit's loss reads the scored targets themselves (and their inputs), before they are scored.
+        lo, hi = b.windows[0].start, b.windows[-1].start + b.windows[-1].score_to
+        ledger.read(np.arange(lo, hi + 1), "SLOT fit")
     fit(params, backward, steps, lr, lr_min, schedule)
     with torch.no_grad():
-        return final_nll()
+        return final_logits()
 
 
 def evaluate_slot(
@@ -222,6 +251,9 @@ def evaluate_slot(
     record: bool = False,
     hidden_fn: Callable[[Tensor], Tensor] | None = None,
     progress=None,
+    post=None,
+    probe=None,
+    ledger=None,
 ) -> Totals:
     """Two-pass SLOT over targets 0..N-1 of `tokens`; each target scored once (after fitting on it)."""
     if impl not in IMPLS:
@@ -229,7 +261,7 @@ def evaluate_slot(
     lr_at(0, max(steps, 1), lr, lr_min, schedule)  # validates the schedule name up front
     hidden_fn = hidden_fn or model.forward_hidden
     n_targets = len(tokens) - 1
-    scorer = Scorer(tables, device, record=record)
+    scorer = Scorer(tables, device, record=record, post=post, probe=probe, ledger=ledger)
     head = Head(model)
     was_training = model.training
     model.eval()
@@ -237,8 +269,8 @@ def evaluate_slot(
         for group in my_share(window_batches(n_targets, seq_len, stride, batch_seqs)):
             b = make_batch(tokens, group, device, pad_to=seq_len)
             h = hidden_fp32(model, b, device, autocast, hidden_fn)
-            nll = slot_batch(head, b, h, steps, lr, lr_min, schedule, impl)
-            scorer.add(nll.detach(), b.y[b.rows, b.cols], b.x[b.rows, b.cols], first_target=b.first_target)
+            logits = slot_batch(head, b, h, steps, lr, lr_min, schedule, impl, ledger)
+            scorer.score(logits, b.y[b.rows, b.cols], b.x[b.rows, b.cols], first_target=b.first_target)
             if progress is not None:
                 progress.update(b.n_scored)
     finally:

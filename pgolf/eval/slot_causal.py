@@ -47,8 +47,9 @@ def causal_batch(
     schedule: str,
     context: int,
     use_bias: bool,
+    ledger=None,
 ) -> Tensor:
-    """NLL of the batch's scored targets after per-window fitting on each window's context."""
+    """Final logits of the batch's scored targets after per-window fitting on each window's context."""
     dev = h.device
     r, c, wt = context_positions(b, context)
     r_t, c_t = torch.from_numpy(r).to(dev), torch.from_numpy(c).to(dev)
@@ -56,9 +57,14 @@ def causal_batch(
     # Each window's rows weigh 1/(its context count): the sum over windows of each window's own mean.
     fitter = WindowOffsets(head, h[r_t, c_t], b.y[r_t, c_t], r_t, weight, h.size(0), use_bias=use_bias)
     if r.size:
+        if ledger is not None and steps > 0:
+            # Each window's fit reads its context inputs and their targets: stream[start .. start+score_from].
+            starts = np.array([w.start for w in b.windows], dtype=np.int64)
+            pos = np.unique(np.concatenate([starts[r] + c, starts[r] + c + 1]))
+            ledger.read(pos, "causal SLOT fit")
         fit(fitter.params, fitter.backward, steps, lr, lr_min, schedule)
     with torch.no_grad():
-        return fitter.nll_of(h[b.rows, b.cols], b.y[b.rows, b.cols], b.rows)
+        return fitter.logits_of(h[b.rows, b.cols], b.rows)
 
 
 def evaluate_slot_causal(
@@ -79,12 +85,15 @@ def evaluate_slot_causal(
     record: bool = False,
     hidden_fn: Callable[[Tensor], Tensor] | None = None,
     progress=None,
+    post=None,
+    probe=None,
+    ledger=None,
 ) -> Totals:
     """Causal SLOT over targets 0..N-1 of `tokens`, each scored once, before anything fits on it."""
     lr_at(0, max(steps, 1), lr, lr_min, schedule)  # validates the schedule name up front
     hidden_fn = hidden_fn or model.forward_hidden
     n_targets = len(tokens) - 1
-    scorer = Scorer(tables, device, record=record)
+    scorer = Scorer(tables, device, record=record, post=post, probe=probe, ledger=ledger)
     head = Head(model)
     was_training = model.training
     model.eval()
@@ -92,8 +101,8 @@ def evaluate_slot_causal(
         for group in my_share(window_batches(n_targets, seq_len, stride, batch_seqs)):
             b = make_batch(tokens, group, device, pad_to=seq_len)
             h = hidden_fp32(model, b, device, autocast, hidden_fn)
-            nll = causal_batch(head, b, h, steps, lr, lr_min, schedule, context, use_bias)
-            scorer.add(nll.detach(), b.y[b.rows, b.cols], b.x[b.rows, b.cols], first_target=b.first_target)
+            logits = causal_batch(head, b, h, steps, lr, lr_min, schedule, context, use_bias, ledger)
+            scorer.score(logits, b.y[b.rows, b.cols], b.x[b.rows, b.cols], first_target=b.first_target)
             if progress is not None:
                 progress.update(b.n_scored)
     finally:

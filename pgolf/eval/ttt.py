@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from pgolf import dist
 from pgolf.data.bpb import ByteTables
 from pgolf.errors import ConfigError
-from pgolf.eval.common import Scorer, Totals, autocast_context, my_share, nll_per_position, rank_slice, rank_world
+from pgolf.eval.common import Scorer, Timer, Totals, autocast_context, my_share, rank_slice, rank_world
 from pgolf.eval.sliding import make_batch
 from pgolf.eval.windows import Window, batches, plan_windows
 
@@ -168,13 +168,17 @@ def evaluate_ttt(
     autocast: str = "auto",
     record: bool = False,
     progress=None,
+    clock: dict | None = None,
+    post=None,
+    probe=None,
+    ledger=None,
 ) -> Totals:
     """Score-first TTT over targets 0..N-1 of `tokens`; the model is left as it was."""
     n_targets = len(tokens) - 1
     chunks = chunk_plan(plan_windows(n_targets, seq_len, stride), n_targets, chunk_tokens)
     if not 0 <= freeze_blocks <= len(model.blocks):
         raise ConfigError(f"eval.ttt_freeze_blocks={freeze_blocks} is out of range for {len(model.blocks)} blocks")
-    scorer = Scorer(tables, device, record=record)
+    scorer = Scorer(tables, device, record=record, post=post, probe=probe, ledger=ledger)
     with restored(model) as all_params:
         frozen = {id(p) for blk in model.blocks[:freeze_blocks] for p in blk.parameters()}
         frozen |= {id(p) for p in model.mtp_heads.parameters()}  # training-only heads, unused here
@@ -190,7 +194,7 @@ def evaluate_ttt(
                     with autocast_context(device, autocast):
                         logits = model.compute_logits(model.forward_hidden(b.x)[b.rows, b.cols])
                     ys = b.y[b.rows, b.cols]
-                    scorer.add(nll_per_position(logits, ys), ys, b.x[b.rows, b.cols], first_target=b.first_target)
+                    scorer.score(logits, ys, b.x[b.rows, b.cols], first_target=b.first_target)
                     if progress is not None:
                         progress.update(b.n_scored)
             if c == len(chunks) - 1 or epochs <= 0 or not params:
@@ -198,6 +202,11 @@ def evaluate_ttt(
             for g in opt.param_groups:
                 g["lr"] = chunk_lr(c, len(chunks), lr)
             lo, hi = windows[0].first_target, windows[-1].start + windows[-1].score_to
-            train_chunk(model, params, opt, tokens, lo, hi, seq_len, epochs, train_batch_seqs, grad_clip, device,
-                        autocast)  # fmt: skip
+            if ledger is not None:
+                ledger.read(np.arange(lo, hi + 1), "TTT step")  # inputs stream[lo:hi], targets stream[lo+1:hi+1]
+            with Timer(device) as tt:
+                train_chunk(model, params, opt, tokens, lo, hi, seq_len, epochs, train_batch_seqs, grad_clip, device,
+                            autocast)  # fmt: skip
+            if clock is not None:
+                clock["ttt_training"] = clock.get("ttt_training", 0.0) + tt.seconds
     return scorer.finish(n_targets)

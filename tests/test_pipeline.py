@@ -192,3 +192,6 @@ def test_main_job_compares_the_frontier_stack_with_the_seeds(tmp_path):
     assert "frontier-tiny" in report and "Artifact bytes by part" in report and "figures/compare_bpb.png" in report
     assert (out / "figures" / "compare_bpb.png").stat().st_size > 5000
     assert (out / "submission" / "train_gpt.py").is_file() and res["submission"]
+    # pgolf check ran on it: the one rule broken is the partial evaluation this short test asked for
+    assert res["check"]["available"] and res["check"]["failures"] == 1
+    assert "only part of the validation split" in res["check"]["line"]

@@ -84,18 +84,19 @@ def headline(rows: Sequence[Mapping[str, Any]]) -> dict | None:
 
 
 def check_submission(folder: str | Path | None) -> dict:
-    """`pgolf check` on the submission folder, when this pgolf has it."""
+    """`pgolf check` on the submission folder: its verdict, counts and the broken rules' lines."""
     if folder is None:
         return {"available": False}
+    from pgolf.report.check import run_checks
+
     try:
-        from pgolf.report import check as _check
-    except ImportError:
-        return {"available": False, "line": "pgolf check is not in this pgolf"}
-    try:
-        res = _check.check_folder(Path(folder))
+        res = run_checks(Path(folder))
     except Exception as e:  # noqa: BLE001 - the report is written either way
         return {"available": True, "passed": False, "line": f"check failed to run: {e}"}
-    return res if isinstance(res, dict) else {"available": True, "result": str(res)}
+    fails = [f"{d.get('check', '')}: {d.get('message', '')}" for d in res["findings"]
+             if d.get("status") == "FAIL"]  # fmt: skip
+    return {"available": True, "passed": res["ok"], "failures": res["failures"], "warnings": res["warnings"],
+            "line": "; ".join(fails) or None}  # fmt: skip
 
 
 def check_line(res: Mapping[str, Any] | None) -> str:

@@ -216,12 +216,11 @@ def audit_best(model, results: dict, trainer, cfg: Config, device) -> dict | Non
 
 
 def audit_verdict(audit: dict) -> str:
+    from pgolf.report.document import condition_passed
+
     conds = audit.get("conditions")
     if isinstance(conds, dict) and conds:
-        return ", ".join(
-            f"{c} {'pass' if (v or {}).get('passed', (v or {}).get('ok')) else 'FAIL'}"
-            for c, v in sorted(conds.items())
-        )
+        return ", ".join(f"{c} {'pass' if condition_passed(v) else 'FAIL'}" for c, v in sorted(conds.items()))
     return f"C1 {'pass' if audit.get('score_first') else 'FAIL'} (max earlier-NLL change {audit.get('max_change')})"
 
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pgolf.report.document import CONDITIONS, atomic_write_text, md_table, read_json
+from pgolf.report.document import CONDITIONS, atomic_write_text, condition_passed, md_table, read_json
 
 
 def _export(run_dir: str | Path) -> dict:
@@ -235,7 +235,7 @@ def render(s: Mapping[str, Any], figure: bool) -> str:
         cells = []
         for c in ("C1", "C2", "C3", "C4"):
             v = conds.get(c) if conds else ({"passed": au.get("score_first")} if c == "C1" else None)
-            ok = None if not isinstance(v, dict) else v.get("passed", v.get("ok"))
+            ok = condition_passed(v)
             cells.append([c, CONDITIONS[c], "pass ✓" if ok else ("**FAIL ✗**" if ok is False else "not measured")])
         L += [f"`{r['stack']}`, method `{au.get('method')}`:", "", md_table(["", "condition", "verdict"], cells), ""]
 

@@ -278,6 +278,31 @@ CONDITIONS = {
 }
 
 
+def condition_passed(v: Any) -> bool | None:
+    if not isinstance(v, Mapping):
+        return None
+    for key in ("pass", "passed", "ok"):
+        if key in v:
+            return bool(v[key])
+    return None
+
+
+def condition_evidence(c: str, v: Mapping[str, Any]) -> str:
+    """One short line of what the audit measured for a condition."""
+    if v.get("evidence"):
+        return str(v["evidence"])
+    if c == "C1" and "max_change" in v:
+        return f"largest change of an earlier score {v['max_change']:.3g} nats (tolerance {v.get('tolerance', 0):g})"
+    if c == "C3" and "update_steps" in v:
+        n_bad = v.get("violations", 0)
+        return f"{v['update_steps']} update steps read {v.get('tokens_read', 0):,} tokens, {n_bad} of them unscored"
+    if c == "C4" and "once" in v:
+        return (f"{v['once']:,} of {v.get('targets', 0):,} targets scored once, {v.get('more', 0)} more than once, "
+                f"{v.get('never', 0)} never; bytes {v.get('bytes')} = stream {v.get('stream_bytes')}")  # fmt: skip
+    keep = {k: x for k, x in v.items() if k not in ("pass", "first") and isinstance(x, (int, float, str))}
+    return ", ".join(f"{k} {x:.3g}" if isinstance(x, float) else f"{k} {x}" for k, x in list(keep.items())[:4])
+
+
 def audit_lines(au: Mapping[str, Any]) -> list[str]:
     """The audit's verdicts as a table: the four conditions where measured, C1 alone otherwise."""
     conds = au.get("conditions")
@@ -288,9 +313,9 @@ def audit_lines(au: Mapping[str, Any]) -> list[str]:
             if not isinstance(v, dict):
                 rows.append([c, CONDITIONS[c], "not measured", "—"])
                 continue
-            ok = v.get("passed", v.get("ok"))
+            ok = condition_passed(v)
             rows.append([c, CONDITIONS[c], "pass ✓" if ok else ("**FAIL ✗**" if ok is False else "—"),
-                         _cell(v.get("evidence") or v.get("line") or "")])  # fmt: skip
+                         condition_evidence(c, v)])  # fmt: skip
     else:
         ok = au.get("score_first")
         evidence = f"largest earlier-NLL change {au.get('max_change')} nats over {au.get('tokens')} targets"

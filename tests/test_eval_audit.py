@@ -177,3 +177,44 @@ def test_explicit_positions_and_bad_ones(model):
     assert rep["positions"] == [30, 500] and rep["all_pass"]
     with pytest.raises(ConfigError, match="audit positions"):
         audit(model, "sliding", val_tokens(), tables(), small_config(), "cpu", n_targets=N, at=[N])
+
+
+# --------------------------------------------------------------------------- the document methods
+def ab_stream():
+    """F7.4.7's pair: a short document A early in the stream and, last, a long document B that
+    repeats A's text; length-ordered ttt-phased scores B long before A."""
+    import numpy as np
+    from _ttt_fixtures import caseops_stream
+
+    toks, counts = caseops_stream()
+    bos = [*np.flatnonzero(toks == 1).tolist(), len(toks)]
+    docs = [(toks[a:b], counts[a:b]) for a, b in zip(bos[:-1], bos[1:])]
+    k = max(range(len(docs)), key=lambda i: len(docs[i][0]))
+    a = (docs[k][0][:40], docs[k][1][:40])
+    b = (np.concatenate([docs[k][0], docs[k][0][1:]]), np.concatenate([docs[k][1], docs[k][1][1:]]))
+    parts = [a, *[d for i, d in enumerate(docs) if i != k][:12], b]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+@pytest.mark.parametrize(
+    ("method", "sets", "failed"),
+    [
+        ("ttt-lora", [], []),
+        ("ttt-phased", [], []),  # C1 in its own scoring order (the stream-order letter: test_eval_ttt_lora.py)
+        ("ttt-phased", ["eval.ngram_tilt=on", "eval.ngram_expert=2135"], []),
+        # #2135: hints in stream order, documents scored by length: B's hints use A before A is scored.
+        ("ttt-phased", ["eval.ngram_tilt=on", "eval.ngram_expert=2135", "eval.ngram_order=stream"], ["C1", "C3"]),
+    ],
+)
+def test_document_methods_on_all_four_conditions(method, sets, failed):
+    from _ttt_fixtures import sidecar, ttt_config, ttt_model
+
+    toks, counts = ab_stream()
+    rep = audit(ttt_model(), method, toks, sidecar(counts), ttt_config(*sets), "cpu", n_targets=len(toks) - 1,
+                at=[30, 1000])  # fmt: skip
+    assert rep["failed"] == failed, rep["conditions"]
+    assert rep["conditions"]["C2"]["checked"] >= 10  # the document methods show the probe their distributions
+    if sets:
+        assert rep["settings"]["ngram_expert"] == "2135"
+    if failed:
+        assert rep["conditions"]["C1"]["max_change"] > 0.1  # B, scored first, moved when A changed

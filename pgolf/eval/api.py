@@ -75,6 +75,9 @@ def method_params(method: str, cfg: Config) -> dict:
     if method in DOCUMENT_METHODS:  # [eval] field names, so that `pgolf sweep` finds them
         keys = LORA_FIELDS + (PHASE_FIELDS if method == "ttt-phased" else ())
         out = {"seq_len": cfg.eval_seq_len, **{k: getattr(e, k) for k in keys}}
+        if tilt_on(method, cfg):
+            out.update(ngram_expert=e.ngram_expert, ngram_order=e.ngram_order, ngram_table_bits=e.ngram_table_bits,
+                       ngram_beta=e.ngram_beta)  # fmt: skip
     return out
 
 
@@ -236,7 +239,7 @@ def evaluate(
         clock: dict[str, float] = {}
         common = {"device": device, "autocast": autocast, "record": record, "progress": bar,
                   "post": post, "probe": probe, "ledger": ledger}  # fmt: skip
-        hidden = _hidden_fn(model, cfg, device) if method != "ttt" else None
+        hidden = _hidden_fn(model, cfg, device) if method != "ttt" and method not in DOCUMENT_METHODS else None
         warm = 0.0
         if isinstance(hidden, _Compiled):
             with Timer(device) as tw:
@@ -265,7 +268,7 @@ def evaluate(
                                               hidden_fn=hidden, **common)  # fmt: skip
             elif method in DOCUMENT_METHODS:
                 stats = {} if stats is None else stats
-                doc = {k: v for k, v in common.items() if k not in ("device", "post", "probe")}
+                doc = {k: v for k, v in common.items() if k != "device"}
                 doc["stats"] = stats
                 if method == "ttt-lora":
                     totals = evaluate_ttt_lora(model, stream, tables, device, lora_options(cfg), **doc)

@@ -140,8 +140,10 @@ def audit(
         changed[p + 1] = replacement(orig, p, vocab)
         _, led = score(changed, Probe(probe.targets))  # the same (float64) numerics as the base run
         before = base.scored_before(p)
-        diff = np.abs(led.nll - base.nll) * before
+        change = np.abs(led.nll - base.nll)
+        diff = change * before
         worst = int(np.argmax(diff)) if before.any() else 0
+        stream_change = float(change[:p].max()) if p else 0.0  # C1 by the stream-order letter (F7.4.1)
         details.append(
             {
                 "position": p,
@@ -152,10 +154,12 @@ def audit(
                 "changed_targets_before": int((diff > tolerance).sum()),
                 "scored_before": int(before.sum()),
                 "change_at_position": float(abs(led.nll[p] - base.nll[p])),
+                "max_change_before_in_stream": stream_change,
             }
         )
     max_change = max(d["max_change_before"] for d in details)
     c1 = max_change <= tolerance
+    stream_change = max(d["max_change_before_in_stream"] for d in details)
     c2 = probe.verdict()
     c3_lines = [v.line() for v in base.violations if v.condition == "C3"]
     c4_lines = [v.line() for v in base.violations if v.condition == "C4"]
@@ -166,7 +170,8 @@ def audit(
     c4 = base.c4_ok() and base_res.tokens == n_targets and base_res.bytes == want_bytes
     conditions = {
         "C1": {"pass": c1, "max_change": max_change, "tolerance": tolerance,
-               "changed_targets": sum(d["changed_targets_before"] for d in details)},
+               "changed_targets": sum(d["changed_targets_before"] for d in details),
+               "stream_order": {"pass": stream_change <= tolerance, "max_change": stream_change}},
         "C2": c2,
         "C3": {"pass": base.c3_ok(), "update_steps": base.reads, "tokens_read": base.tokens_read,
                "violations": len(c3_lines), "first": c3_lines[:2]},
@@ -181,7 +186,10 @@ def audit(
         "conditions": conditions,
         "all_pass": all_pass,
         "failed": [c for c in CONDITIONS if not conditions[c]["pass"]],
-        "score_first": c1,
+        # Causal by the letter of C1 in STREAM order (the original audit): targets before p in the
+        # stream unchanged. Differs from C1 (scoring order) only for methods that score out of
+        # stream order with cross-document state, e.g. length-ordered ttt-phased (F7.3(b)).
+        "score_first": stream_change <= tolerance,
         "label": label,
         "caught": label and not all_pass,
         "max_change": max_change,
@@ -203,4 +211,10 @@ def table_row(rep: dict) -> str:
         f"C4 {'pass' if c['C4']['pass'] else 'FAIL'} ({c['C4']['once']}/{c['C4']['targets']} once)",
     ]
     claim = "score-first" if rep["label"] else "not score-first"
-    return f"{rep['method']:<14} {claim:<16} " + "  ".join(cells)
+    s1 = c["C1"].get("stream_order", {})
+    note = (
+        ""
+        if s1.get("pass", True) == c["C1"]["pass"]
+        else (f"  [stream-order letter of C1: {'pass' if s1['pass'] else 'FAIL'} ({s1['max_change']:.2g})]")
+    )
+    return f"{rep['method']:<14} {claim:<16} " + "  ".join(cells) + note

@@ -173,9 +173,10 @@ class BatchRunner:
             ptl = nll_per_position(logits, y)
             scored = valid & (cols[None, :] >= off[:, None])
             with torch.no_grad():
-                self.scorer.add(ptl.detach()[scored], y[scored], x[scored], index=pos[scored])
-            if self.ledger is not None:
-                self.ledger.scored(pos[scored].cpu().numpy())
+                if self.scorer.post is None and self.scorer.probe is None:
+                    self.scorer.add(ptl.detach()[scored], y[scored], x[scored], index=pos[scored])
+                else:  # the n-gram tilt and the audit's C2 probe take the final logits (training stays untilted)
+                    self.scorer.score(logits.detach()[scored], y[scored], x[scored], index=pos[scored])
             if self.progress is not None:
                 self.progress.update(int(scored.sum()))
             if not bool(train.any()):
@@ -213,6 +214,8 @@ def run_documents(
     progress=None,
     ledger=None,
     stats: dict | None = None,
+    post=None,
+    probe=None,
 ) -> Totals:
     """Score every target of `tokens` document by document; `pauses(queue)` names queue
     indices after which (all ranks, once those batches are scored everywhere) to call a function."""
@@ -221,7 +224,8 @@ def run_documents(
     queue = plan_queue(docs, opts.doc_batch, opts.order)
     plan = pauses(queue) if pauses is not None else []
     rank, world = rank_world()
-    scorer = Scorer(tables, device, record=record)
+    # The scorer tells the ledger what it scored, before the tilt's statistics update reads it.
+    scorer = Scorer(tables, device, record=record, post=post, probe=probe, ledger=ledger)
     n_targets = len(tokens) - 1
     with restored(model) as params:
         for p in params:

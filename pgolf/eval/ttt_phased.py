@@ -186,6 +186,8 @@ def evaluate_ttt_phased(
     progress=None,
     ledger=None,
     stats: dict | None = None,
+    post=None,
+    probe=None,
 ) -> Totals:
     """ttt-lora with global-SGD pauses; the model is left as it was."""
     tokens = np.asarray(tokens)
@@ -210,7 +212,8 @@ def evaluate_ttt_phased(
         return out
 
     totals = run_documents(model, tokens, tables, device, opts, method="ttt-phased", pauses=pauses,
-                           autocast=autocast, record=record, progress=progress, ledger=ledger, stats=stats)  # fmt: skip
+                           autocast=autocast, record=record, progress=progress, ledger=ledger, stats=stats,
+                           post=post, probe=probe)  # fmt: skip
     if stats is not None:
         stats.update(info)
     return totals

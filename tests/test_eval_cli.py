@@ -154,7 +154,11 @@ def test_audit_all_prints_the_four_conditions_of_every_method(setup, capsys):
     assert lines[0].split()[:2] == ["method", "label"] and len(lines) == 1 + len(commands.METHOD_CHOICES)
     slot = next(x for x in lines if x.startswith("slot "))
     assert "C1 FAIL" in slot and "C3 FAIL" in slot and "C2 pass" in slot and "C4 pass" in slot
-    assert all(x.count("pass") == 4 for x in lines[1:] if not x.startswith("slot "))
+    ran = [x for x in lines[1:] if "not run:" not in x]
+    assert all(x.count("pass") == 4 for x in ran if not x.startswith("slot ")) and len(ran) >= 6
+    # A method that cannot run on this model or data (the document methods' default LoRA rank is larger
+    # than this toy model's projections) is reported with its one-line reason, not fatal.
+    assert all(x.split()[0] in ("ttt-lora", "ttt-phased") for x in lines[1:] if "not run:" in x)
     rc, out, err = cli(["audit", str(art), "--data", str(data), "--tokens", "512", *FAST], capsys)
     assert rc != 0 and "--method" in err and len(err.strip().splitlines()) == 1
 

@@ -270,14 +270,20 @@ def cmd_audit(args: argparse.Namespace) -> int:
     methods = list(METHOD_CHOICES) if args.all else [args.method]
     cfg, model, tokens, tables, info = _setup(args)
     try:
-        reps = []
+        reps, skipped = [], []
         for m in methods:
-            rep = audit(model, m, tokens, tables, cfg, info.device, n_targets=args.tokens,
-                        positions=args.positions, tolerance=args.tolerance, small=not args.full_settings,
-                        at=args.at)  # fmt: skip
+            try:
+                rep = audit(model, m, tokens, tables, cfg, info.device, n_targets=args.tokens,
+                            positions=args.positions, tolerance=args.tolerance, small=not args.full_settings,
+                            at=args.at)  # fmt: skip
+            except PgolfError as e:
+                if not args.all:
+                    raise
+                skipped.append({"method": m, "skipped": str(e)})  # e.g. a document method on data without BOS
+                continue
             rep["artifact"] = str(args.artifact)
             reps.append(rep)
-        out = reps[0] if len(reps) == 1 else {"artifact": str(args.artifact), "methods": reps}
+        out = reps[0] if not args.all else {"artifact": str(args.artifact), "methods": reps, "skipped": skipped}
         if info.is_main:
             if args.out:
                 _write_json(args.out, out)
@@ -287,6 +293,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
                 print(f"{'method':<14} {'label':<16} " + "  ".join(CONDITIONS) + " (measured)")
                 for rep in reps:
                     print(table_row(rep) + (" -- CAUGHT" if rep["caught"] else ""))
+                for s in skipped:
+                    print(f"{s['method']:<14} not run: {s['skipped']}")
             for rep in reps:
                 if rep["caught"]:
                     log(f"pgolf audit: method '{rep['method']}' is labelled score-first but fails "

@@ -5,7 +5,10 @@
 Uses the evaluation tests' small trained model and validation text (tests/test_eval_fixtures.py,
 cached after its first training) and the planted methods of tests/_planted_methods.py; the
 planted ones and the reversed-segment rows run on a stream that repeats itself every 384
-tokens, so that the n-gram statistics have something to find. Prints a markdown table and the
+tokens, so that the n-gram statistics have something to find. The document methods run on the
+per-document TTT tests' toy frontier model and a CaseOps stream of FRONTIER F7.4.7's shape (a
+short document A early, a long document B last that repeats A's text; tests/test_eval_audit.py),
+with C1 replacing target 30 (inside A) and target 1000. Prints a markdown table and the
 n-gram hint cost per target.
 """
 
@@ -24,26 +27,33 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from _planted_methods import planted  # noqa: E402
+from _ttt_fixtures import sidecar, ttt_config, ttt_model  # noqa: E402
+from test_eval_audit import ab_stream  # noqa: E402
 from test_eval_fixtures import small_config, tables, trained_model, val_tokens  # noqa: E402
 
 from pgolf.eval.audit import audit  # noqa: E402
 from pgolf.eval.ngram import expert, stream_hints  # noqa: E402
 
-ROWS = [
-    ("plain", [], False),
-    ("sliding", [], False),
-    ("slot", [], False),
-    ("slot-causal", [], False),
-    ("ttt", [], False),
-    ("ngram-tilt", [], False),
-    ("ngram-tilt", ["eval.ngram_expert=2135"], False),
-    ("ngram-tilt", ["eval.ngram_order=stream"], False),
-    ("ttt", ["eval.ngram_tilt=on"], False),
-    ("planted-pre-ttt", [], True),
-    ("planted-hashed-cache", [], True),
-    ("planted-two-pass", [], True),
-    ("reversed-segments", ["eval.ngram_tilt=on", "eval.ngram_expert=2135"], True),
-    ("reversed-segments", ["eval.ngram_tilt=on", "eval.ngram_expert=2135", "eval.ngram_order=stream"], True),
+TILT35 = ["eval.ngram_tilt=on", "eval.ngram_expert=2135"]
+ROWS = [  # (method, settings, data): "text" the test text, "tiled" it repeated, "ab" F7.4.7's documents
+    ("plain", [], "text"),
+    ("sliding", [], "text"),
+    ("slot", [], "text"),
+    ("slot-causal", [], "text"),
+    ("ttt", [], "text"),
+    ("ngram-tilt", [], "text"),
+    ("ngram-tilt", ["eval.ngram_expert=2135"], "text"),
+    ("ngram-tilt", ["eval.ngram_order=stream"], "text"),
+    ("ttt", ["eval.ngram_tilt=on"], "text"),
+    ("ttt-lora", [], "ab"),
+    ("ttt-phased", [], "ab"),
+    ("ttt-phased", TILT35, "ab"),
+    ("ttt-phased", [*TILT35, "eval.ngram_order=stream"], "ab"),
+    ("planted-pre-ttt", [], "tiled"),
+    ("planted-hashed-cache", [], "tiled"),
+    ("planted-two-pass", [], "tiled"),
+    ("reversed-segments", TILT35, "tiled"),
+    ("reversed-segments", [*TILT35, "eval.ngram_order=stream"], "tiled"),
 ]
 
 
@@ -63,10 +73,15 @@ def main() -> int:
     print("| method | settings | label | C1 causal | C2 normalised | C3 score before update | C4 single pass |")
     print("|---|---|---|---|---|---|---|")
     with planted():
-        for method, sets, repeat in ROWS:
-            toks = tiled if repeat else val_tokens()
+        ab, ab_counts = ab_stream()
+        for method, sets, data in ROWS:
             t0 = time.perf_counter()
-            rep = audit(model, method, toks, tables(), small_config(*sets), "cpu", n_targets=args.tokens)
+            if data == "ab":  # the document methods' toy frontier model; C1 at a target of A and one of the middle
+                rep = audit(ttt_model(), method, ab, sidecar(ab_counts), ttt_config(*sets), "cpu",
+                            n_targets=len(ab) - 1, at=[30, 1000])  # fmt: skip
+            else:
+                toks = tiled if data == "tiled" else val_tokens()
+                rep = audit(model, method, toks, tables(), small_config(*sets), "cpu", n_targets=args.tokens)
             rep["seconds"] = time.perf_counter() - t0
             rep["sets"] = sets
             reps.append(rep)

@@ -101,6 +101,9 @@ def make_tilt(method: str, cfg: Config, stream: np.ndarray, ledger=None):
     from pgolf.eval.ngram import NgramTilt, expert
 
     e = cfg.eval
+    if method in DOCUMENT_METHODS and e.ngram_order == "score" and rank_world()[1] > 1:
+        # A rank cannot know which documents other ranks have scored so far (it catches up in stream order).
+        raise ConfigError(f"eval.ngram_tilt with {method} runs in one process only (or set eval.ngram_order=stream)")
     beta = e.ngram_beta if e.ngram_beta > 0 else None
     return NgramTilt(stream, expert(str(e.ngram_expert), beta), e.ngram_table_bits, e.ngram_order, ledger)
 

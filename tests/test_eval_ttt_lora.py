@@ -269,3 +269,42 @@ def test_stream_order_causality_by_audit(method, sets, causal):
     assert rep["score_first"] is causal, rep["details"]
     if causal:
         assert rep["max_change"] == 0.0
+
+
+# --------------------------------------------------------------------------- planted violations (C3)
+class LateLedger(ScoreLedger):
+    """Records each chunk's scores only after the next update step: what a method that trains
+    on a chunk before scoring it would report. The reads must then be caught."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.pending: list = []
+
+    def scored(self, targets) -> None:
+        self.pending.append(targets)
+
+    def read(self, positions, what: str) -> None:
+        super().read(positions, what)
+        for t in self.pending:
+            super().scored(t)
+        self.pending = []
+
+
+def test_the_ledger_sees_a_step_before_its_chunk_is_scored():
+    tokens, counts = caseops_stream()
+    ledger = LateLedger(len(tokens) - 1)
+    evaluate(ttt_model(), "ttt-lora", tokens, sidecar(counts), ttt_config(), "cpu", ledger=ledger)
+    assert not ledger.c3_ok() and {v.what for v in ledger.violations} == {"lora-step"}
+
+
+def test_the_ledger_sees_global_sgd_on_unscored_documents(monkeypatch):
+    from pgolf.eval import ttt_phased
+
+    def last_documents(queue, upto, boundary, rule):  # the documents scored LAST instead of first
+        return [d for b in queue for d in b][-boundary:]
+
+    monkeypatch.setattr(ttt_phased, "select_documents", last_documents)
+    tokens, counts = caseops_stream()
+    ledger = ScoreLedger(len(tokens) - 1)
+    evaluate(ttt_model(), "ttt-phased", tokens, sidecar(counts), ttt_config(), "cpu", ledger=ledger)
+    assert not ledger.c3_ok() and {v.what for v in ledger.violations} == {"global-sgd"}

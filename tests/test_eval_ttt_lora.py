@@ -31,11 +31,11 @@ def one_thread():
 
 # --------------------------------------------------------------------------- the reference
 class RefLoRA:
-    """delta(x) = x A^T B^T alpha/r for one document (A [r, in], B [out, r])."""
+    """delta(x) = x A^T B^T alpha/r for one document (A [r, in], B [out, r]); A from u in U(0, 1)."""
 
-    def __init__(self, in_f, out_f, r, alpha, gen):
-        b = 1.0 / math.sqrt(in_f)
-        self.A = torch.empty(r, in_f).uniform_(-b, b, generator=gen).requires_grad_(True)
+    def __init__(self, in_f, out_f, r, alpha, u):
+        self.A = ((2 * u[: r * in_f] - 1) / math.sqrt(in_f)).view(r, in_f).requires_grad_(True)
+        del u[: r * in_f]
         self.B = torch.zeros(out_f, r, requires_grad=True)
         self.scale = alpha / r
 
@@ -43,16 +43,32 @@ class RefLoRA:
         return (x @ self.A.T) @ self.B.T * self.scale
 
 
+class Slicer:
+    """Hands out consecutive slices of a 1-D tensor (`u[:n]` then `del u[:n]`)."""
+
+    def __init__(self, t):
+        self.t, self.at = t, 0
+
+    def __getitem__(self, sl):
+        return self.t[self.at : self.at + sl.stop]
+
+    def __delitem__(self, sl):
+        self.at += sl.stop
+
+
 def ref_adapters(model, o, seed):
     """One document's adapters, drawn in the documented order: head, then per pass q, k, v, o, mlp."""
     cfg = model.config
     d, kv = cfg.model_dim, cfg.num_kv_heads * cfg.model_dim // cfg.num_heads
-    gen = torch.Generator().manual_seed(seed)
-    head = RefLoRA(d, cfg.vocab_size, o.rank, o.alpha, gen)
     outs = {"q": d, "k": kv, "v": kv, "o": d, "mlp": d}
+    passes = len(model.schedules[True][0]) + len(model.schedules[True][1])
+    total = o.rank * d * (1 + passes * len(o.parts))  # every A has `in` = d
+    u = torch.empty(total).uniform_(0.0, 1.0, generator=torch.Generator().manual_seed(seed))
+    u = Slicer(u)
+    head = RefLoRA(d, cfg.vocab_size, o.rank, o.alpha, u)
     slots = []
-    for _ in range(len(model.schedules[True][0]) + len(model.schedules[True][1])):
-        parts = {n: (RefLoRA(d, outs[n], o.rank, o.alpha, gen) if n in o.parts else None) for n in outs}
+    for _ in range(passes):
+        parts = {n: (RefLoRA(d, outs[n], o.rank, o.alpha, u) if n in o.parts else None) for n in outs}
         slots.append(SimpleNamespace(**parts))
     loras = [head, *(lo for s in slots for lo in vars(s).values() if lo is not None)]
     return SimpleNamespace(head=head, slot=lambda k: slots[k]), [t for lo in loras for t in (lo.A, lo.B)]

@@ -50,6 +50,14 @@ def progress(total: int | None, desc: str, enabled: bool = True, unit: str = "it
     )
 
 
+def progress_iter(iterable, total: int | None, desc: str, enabled: bool = True, unit: str = "it"):
+    """`iterable` with a tqdm bar on an interactive stderr (export, audit, data building)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not (enabled and sys.stderr.isatty()),
+                leave=False, dynamic_ncols=True)  # fmt: skip
+
+
 def log(msg: str, enabled: bool = True) -> None:
     if enabled:
         print(msg, file=sys.stderr, flush=True)

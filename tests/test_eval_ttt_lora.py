@@ -31,11 +31,11 @@ def one_thread():
 
 # --------------------------------------------------------------------------- the reference
 class RefLoRA:
-    """delta(x) = x A^T B^T alpha/r for one document (A [r, in], B [out, r])."""
+    """delta(x) = x A^T B^T alpha/r for one document (A [r, in], B [out, r]); A from u in U(0, 1)."""
 
-    def __init__(self, in_f, out_f, r, alpha, gen):
-        b = 1.0 / math.sqrt(in_f)
-        self.A = torch.empty(r, in_f).uniform_(-b, b, generator=gen).requires_grad_(True)
+    def __init__(self, in_f, out_f, r, alpha, u):
+        self.A = ((2 * u[: r * in_f] - 1) / math.sqrt(in_f)).view(r, in_f).requires_grad_(True)
+        del u[: r * in_f]
         self.B = torch.zeros(out_f, r, requires_grad=True)
         self.scale = alpha / r
 
@@ -43,16 +43,32 @@ class RefLoRA:
         return (x @ self.A.T) @ self.B.T * self.scale
 
 
+class Slicer:
+    """Hands out consecutive slices of a 1-D tensor (`u[:n]` then `del u[:n]`)."""
+
+    def __init__(self, t):
+        self.t, self.at = t, 0
+
+    def __getitem__(self, sl):
+        return self.t[self.at : self.at + sl.stop]
+
+    def __delitem__(self, sl):
+        self.at += sl.stop
+
+
 def ref_adapters(model, o, seed):
     """One document's adapters, drawn in the documented order: head, then per pass q, k, v, o, mlp."""
     cfg = model.config
     d, kv = cfg.model_dim, cfg.num_kv_heads * cfg.model_dim // cfg.num_heads
-    gen = torch.Generator().manual_seed(seed)
-    head = RefLoRA(d, cfg.vocab_size, o.rank, o.alpha, gen)
     outs = {"q": d, "k": kv, "v": kv, "o": d, "mlp": d}
+    passes = len(model.schedules[True][0]) + len(model.schedules[True][1])
+    total = o.rank * d * (1 + passes * len(o.parts))  # every A has `in` = d
+    u = torch.empty(total).uniform_(0.0, 1.0, generator=torch.Generator().manual_seed(seed))
+    u = Slicer(u)
+    head = RefLoRA(d, cfg.vocab_size, o.rank, o.alpha, u)
     slots = []
-    for _ in range(len(model.schedules[True][0]) + len(model.schedules[True][1])):
-        parts = {n: (RefLoRA(d, outs[n], o.rank, o.alpha, gen) if n in o.parts else None) for n in outs}
+    for _ in range(passes):
+        parts = {n: (RefLoRA(d, outs[n], o.rank, o.alpha, u) if n in o.parts else None) for n in outs}
         slots.append(SimpleNamespace(**parts))
     loras = [head, *(lo for s in slots for lo in vars(s).values() if lo is not None)]
     return SimpleNamespace(head=head, slot=lambda k: slots[k]), [t for lo in loras for t in (lo.A, lo.B)]
@@ -269,3 +285,42 @@ def test_stream_order_causality_by_audit(method, sets, causal):
     assert rep["score_first"] is causal, rep["details"]
     if causal:
         assert rep["max_change"] == 0.0
+
+
+# --------------------------------------------------------------------------- planted violations (C3)
+class LateLedger(ScoreLedger):
+    """Records each chunk's scores only after the next update step: what a method that trains
+    on a chunk before scoring it would report. The reads must then be caught."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.pending: list = []
+
+    def scored(self, targets) -> None:
+        self.pending.append(targets)
+
+    def read(self, positions, what: str) -> None:
+        super().read(positions, what)
+        for t in self.pending:
+            super().scored(t)
+        self.pending = []
+
+
+def test_the_ledger_sees_a_step_before_its_chunk_is_scored():
+    tokens, counts = caseops_stream()
+    ledger = LateLedger(len(tokens) - 1)
+    evaluate(ttt_model(), "ttt-lora", tokens, sidecar(counts), ttt_config(), "cpu", ledger=ledger)
+    assert not ledger.c3_ok() and {v.what for v in ledger.violations} == {"lora-step"}
+
+
+def test_the_ledger_sees_global_sgd_on_unscored_documents(monkeypatch):
+    from pgolf.eval import ttt_phased
+
+    def last_documents(queue, upto, boundary, rule):  # the documents scored LAST instead of first
+        return [d for b in queue for d in b][-boundary:]
+
+    monkeypatch.setattr(ttt_phased, "select_documents", last_documents)
+    tokens, counts = caseops_stream()
+    ledger = ScoreLedger(len(tokens) - 1)
+    evaluate(ttt_model(), "ttt-phased", tokens, sidecar(counts), ttt_config(), "cpu", ledger=ledger)
+    assert not ledger.c3_ok() and {v.what for v in ledger.violations} == {"global-sgd"}

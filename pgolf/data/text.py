@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pgolf.cliutil import progress
 from pgolf.data.bpb import build_byte_tables
 from pgolf.data.manifest import (
     DocumentHasher,
@@ -179,7 +180,9 @@ def write_document_dataset(
         for split, docs_fn in (("val", val_docs), ("train", train_docs)):
             say(f"encoding {split} documents")
             w = ShardWriter(tmp, split, shard_tokens)
+            bar = progress(None, f"encode {split}", unit="doc")
             for batch in _batches(_non_empty(docs_fn())):
+                bar.update(len(batch))
                 inputs = [transform(t) for t in batch]
                 if split == "val" and side is not None:
                     pieces = sc.piece_surfaces(sp, inputs, num_threads)
@@ -213,6 +216,7 @@ def write_document_dataset(
                     for key, v in document_unk_report(sp, batch, tables, encoded).items():
                         report[key] = report.get(key, 0) + v
             w.close()
+            bar.close()
             if w.docs == 0:
                 raise DataError(f"{out}: empty {split} split (no non-empty {split} documents)")
             writers[split] = w

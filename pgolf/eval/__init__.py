@@ -1,4 +1,5 @@
-"""Evaluation: plain, sliding, SLOT (two-pass, not score-first), causal SLOT and TTT.
+"""Evaluation: plain, sliding, SLOT (two-pass, not score-first), causal SLOT, TTT, and the
+frontier's per-document LoRA TTT (ttt-lora) with phased global SGD (ttt-phased).
 
     result, nll = pgolf.eval.evaluate(model, "sliding", val_tokens, tables, cfg, "cpu", record=True)
 

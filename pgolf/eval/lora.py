@@ -14,8 +14,9 @@ adapters=)` and `compute_logits(..., adapters=)`: `slot(k)` gives pass k's set.
 
 Every document draws its A from its own generator (`init_rows`), seeded by the document's
 index, so what a document starts from does not depend on its batch, its row or the number
-of processes. Draw order per document: the head, then every slot's q, k, v, o, mlp (those
-enabled), each `uniform_(-bound, bound)` of an [r, in] tensor.
+of processes. One draw per document: u = U(0, 1) values for all its A's in order (the head,
+then every slot's q, k, v, o, mlp that are enabled), each A = (2u - 1) / sqrt(in) of its
+[r, in] slice.
 """
 
 from __future__ import annotations
@@ -40,12 +41,6 @@ class BatchedLoRA(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return ((x @ self.A.transpose(1, 2).to(x.dtype)) @ self.B.transpose(1, 2).to(x.dtype)) * self.scale
-
-    @torch.no_grad()
-    def init_row(self, row: int, gen: torch.Generator) -> None:
-        draw = torch.empty(self.A.shape[1:], dtype=self.A.dtype, device=self.A.device)
-        self.A[row].copy_(draw.uniform_(-self.bound, self.bound, generator=gen))
-        self.B[row].zero_()
 
 
 class SlotLoRA(nn.Module):
@@ -106,14 +101,26 @@ class DocumentAdapters(nn.Module):
     def loras(self) -> list[BatchedLoRA]:
         return [self.head, *(lo for s in self.slots for lo in s.loras())]
 
+    @torch.no_grad()
     def init_rows(self, seeds: list[int]) -> None:
-        """Fresh adapters for rows 0..len(seeds)-1: row b's A from a generator seeded with seeds[b], B = 0."""
-        device = self.head.A.device
+        """Fresh adapters for rows 0..len(seeds)-1: row b's A from a generator seeded with seeds[b], B = 0.
+
+        One draw per document (a few kernels per batch, not one per adapter and document): u, the
+        document's U(0, 1) values for all its A's in `loras()` order, each A = (2u - 1) * bound.
+        """
+        device, n = self.head.A.device, len(seeds)
+        loras = self.loras()
+        sizes = [lo.A[0].numel() for lo in loras]
+        u = torch.empty(n, sum(sizes), device=device)
         for b, seed in enumerate(seeds):
             gen = torch.Generator(device=device)
             gen.manual_seed(int(seed))
-            for lo in self.loras():
-                lo.init_row(b, gen)
+            u[b].uniform_(0.0, 1.0, generator=gen)
+        off = 0
+        for lo, size in zip(loras, sizes):
+            lo.A[:n] = ((2 * u[:, off : off + size] - 1) * lo.bound).view(n, *lo.A.shape[1:])
+            lo.B[:n] = 0
+            off += size
 
     @torch.no_grad()
     def keep_rows(self, keep: Tensor) -> None:

@@ -112,8 +112,10 @@ def quantize_frontier(
         eligible = [(n, t) for n, t in flat.items() if kinds[n] == "gptq" and bits_for(n, q) < q.awq_lite_bits]
         protect = awq.select_groups(eligible, act_rms, q.awq_lite_group_size, q.awq_lite_group_top_k)
 
+    from pgolf.cliutil import progress_iter
+
     residuals: dict[str, tuple[Tensor, float]] = {}
-    for name, t in flat.items():
+    for name, t in progress_iter(flat.items(), len(flat), "export: quantise", unit="tensor"):
         kind = kinds[name]
         if kind == "gate":
             gq, gs = quantize_gate_int8(t)

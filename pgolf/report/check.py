@@ -514,7 +514,7 @@ def check_methods(f: Folder) -> list[Finding]:
                         "WARN",
                         "methods",
                         f"seed {lg.seed}: {b.label} = {b.val_bpb} bpb is {b.name.upper()}, two-pass, not score-first "
-                        "(BEYOND §1.4): not a valid score",
+                        "(issue #1017's conditions; pgolf's docs/evaluation.md): not a valid score",
                         _at(lg, b),
                     )
                 )

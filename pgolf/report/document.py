@@ -487,6 +487,11 @@ def _cell(v: Any) -> str:
     return str(v).replace("|", "\\|").replace("\n", " ")
 
 
+def _fixed(v: Any, digits: int) -> str:
+    """A number with a fixed number of decimals (one format per quantity, whatever its size)."""
+    return f"{v:,.{digits}f}" if isinstance(v, (int, float)) and not isinstance(v, bool) else "—"
+
+
 def md_table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: str | None = None) -> str:
     align = align or "l" * len(header)
     sep = ["---:" if a == "r" else ":---:" if a == "c" else "---" for a in align]
@@ -677,8 +682,8 @@ def render_markdown(s: Mapping[str, Any], drawn: Mapping[str, Path], extra: Mapp
     L += ["## Training", ""]
     rows = [
         ["steps", t.get("steps")],
-        ["training time (s)", t.get("train_seconds")],
-        ["final train loss (nats)", t.get("final_train_loss")],
+        ["training time (s)", _fixed(t.get("train_seconds"), 1)],
+        ["final train loss (nats)", _fixed(t.get("final_train_loss"), 4)],
         [
             "last validation",
             (
@@ -697,7 +702,7 @@ def render_markdown(s: Mapping[str, Any], drawn: Mapping[str, Path], extra: Mapp
                 else None
             ),
         ],
-        ["throughput (tokens/s, last log)", t.get("tokens_per_s")],
+        ["throughput (tokens/s, last log)", _fixed(t.get("tokens_per_s"), 0)],
         ["finished", t.get("finished")],
     ]
     L += [md_table(["", "value"], [[a, _cell(b)] for a, b in rows], "lr"), ""]

@@ -5,8 +5,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# tests/_data_fixtures.py and friends are imported by name, as the tests one level up do.
+# tests/_data_fixtures.py and friends are imported by name, as the tests one level up do, and so is
+# _crafted.py here. This directory is a package (hostile.conftest), so that its conftest does not
+# shadow tests/conftest.py, which the tests one level up import as `conftest`.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import json  # noqa: E402
 import shutil  # noqa: E402

@@ -11,8 +11,8 @@ import _crafted
 import pytest
 import torch
 from _data_fixtures import run_pgolf
-from conftest import TINY, one_line_error
 
+from hostile.conftest import TINY, one_line_error
 from pgolf.errors import ArtifactError, PgolfError
 
 FAST_S = 2.0  # every header refusal is milliseconds; the bound leaves room for a loaded CI machine

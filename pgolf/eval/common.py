@@ -180,7 +180,9 @@ class Scorer:
             where = target_indices(t.numel(), run_start, idx)
             nll64 = nll.detach().to(torch.float64).cpu().numpy()
             if self.ledger is not None:
-                self.ledger.scored(where, nll64)
+                self.ledger.scored(where)  # the ledger's documented call
+                if hasattr(self.ledger, "add_nll"):
+                    self.ledger.add_nll(where, nll64)
             if self.probe is not None:
                 self.probe.accumulated(where, nll64)
         if self.record:

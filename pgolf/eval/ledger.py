@@ -59,7 +59,7 @@ class ScoreLedger:
         self.order[fresh] = self.calls
         self.calls += 1
         if nll is not None:
-            np.add.at(self.nll, t, np.asarray(nll, dtype=np.float64).ravel())
+            self.add_nll(t, nll)
         before = self.times_scored[t] > 0
         np.add.at(self.times_scored, t, 1)
         dup = np.unique(t[before])
@@ -68,6 +68,10 @@ class ScoreLedger:
             dup = np.union1d(dup, u[c > 1])
         if dup.size:
             self.violations.append(Violation("C4", "score", dup[:8].tolist(), int(dup.size)))
+
+    def add_nll(self, targets, nll) -> None:
+        """Add the NLL the method accumulated for these targets (the audit's C1 compares them)."""
+        np.add.at(self.nll, np.asarray(targets, dtype=np.int64).ravel(), np.asarray(nll, dtype=np.float64).ravel())
 
     def read(self, positions, what: str) -> None:
         p = np.unique(np.asarray(positions, dtype=np.int64).ravel())

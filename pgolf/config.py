@@ -39,6 +39,8 @@ FRONTIER_CONTROL_PATTERNS = (
 ATTN_GATES = ("sparse_attn_gate_enabled", "gated_attn_enabled", "attn_out_gate_enabled")
 # optim.muon_ns_coeffs -> its number of (a, b, c) tuples (pgolf.train.muon.NS_TABLES; 1 = repeated every step)
 NS_TUPLES = {"seed": 1, "polar_express": 5}
+# eval.run_methods' choices: pgolf.eval's methods (tests/test_pipeline.py checks the two lists agree)
+RUN_METHOD_NAMES = ("plain", "sliding", "slot", "slot-causal", "ttt", "ttt-lora", "ttt-phased", "ngram-tilt")
 
 
 def _f(
@@ -352,7 +354,9 @@ class EvalConfig:
     ngram_beta: float = _f(0.0, None, "0: the expert's boost; else 1514's beta scale or 2135's fixed beta",
                            ge=0, le=20)  # fmt: skip
     # ---- the main job (issue 16)
-    run_methods: tuple[str, ...] = _f((), None, "methods `pgolf run` evaluates (empty: every method pgolf has)")
+    run_methods: tuple[str, ...] = _f(
+        (), None, "methods `pgolf run` evaluates (empty: every method pgolf has)", choices=RUN_METHOD_NAMES
+    )
 
 
 @dataclass

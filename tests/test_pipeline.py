@@ -195,3 +195,10 @@ def test_main_job_compares_the_frontier_stack_with_the_seeds(tmp_path):
     # pgolf check ran on it: the one rule broken is the partial evaluation this short test asked for
     assert res["check"]["available"] and res["check"]["failures"] == 1
     assert "only part of the validation split" in res["check"]["line"]
+
+
+def test_run_methods_choices_are_the_evaluators_methods():
+    from pgolf.config import RUN_METHOD_NAMES
+    from pgolf.eval.api import METHODS
+
+    assert set(RUN_METHOD_NAMES) == set(METHODS)

@@ -11,7 +11,7 @@ from pgolf.config import Config, _all_fields, load_config
 from pgolf.errors import ConfigError
 
 # Free-text fields: paths, a run name and tensor-name patterns have no range to declare.
-FREE_TEXT = {"train.run_id", "data.data_path", "data.tokenizer_path", "model.control_patterns"}
+FREE_TEXT = {"train.run_id", "data.data_path", "data.tokenizer_path", "model.control_patterns", "train.expected_host"}
 
 
 def _kind(key: str):

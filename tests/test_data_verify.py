@@ -18,7 +18,7 @@ from pgolf.data.shards import list_shards, read_shard, write_shard
 from pgolf.data.sidecar import SidecarBytes, covered_text, load_sidecar
 from pgolf.data.text import build_text
 from pgolf.data.tokenizer import find_tokenizer, load_tokenizer
-from pgolf.data.verify import verify_dataset
+from pgolf.data.verify import source_documents, verify_dataset
 from pgolf.errors import ConfigError, DataError
 
 
@@ -232,8 +232,9 @@ def test_text_builder_drops_train_copies_of_val_documents(tmp_path):
     src.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
     m = build_text([src], tmp_path / "out", vocab_size=300, val_docs=4, caseops=True, log=quiet)
     assert m["counts"]["train_docs_dropped_as_val_copies"] == 2 and m["counts"]["train_docs"] == 36
-    rep = verify_dataset(tmp_path / "out")
-    assert rep["ok"] and rep["checks"][1]["checked_against"] == "source text"  # found the inputs again
+    # the manifest records input names, not machine paths (issue 11): the source is given, as --source does
+    rep = verify_dataset(tmp_path / "out", val_texts=source_documents(tmp_path / "out", [src]))
+    assert rep["ok"] and rep["checks"][1]["checked_against"] == "source text"
 
 
 def test_challenge_layout_is_accepted_as_data(builtin_dir, tmp_path):

@@ -397,6 +397,6 @@ def test_model_flops_count_every_virtual_pass():
     m = load_config("frontier-tiny", environ={}).model
     per_block = 192 * 192 * 2 + 2 * 192 * 96 + 2 * 192 * 768  # q, out, k, v, up, down
     for looping, passes in ((False, 6), (True, 10)):  # 10 = [0,1] + [2,3] x 3 + [4,5]
-        fwd = 2 * (passes * per_block + 192 * 1024) + passes * 2 * 2 * 192 * 257 / 2
+        fwd = 2 * (passes * per_block + 192 * 8192) + passes * 2 * 2 * 192 * 257 / 2  # the SP8192 head
         assert training_flops_per_token(m, 256, looping=looping) == 3 * fwd
     assert training_flops_per_token(load_config("tiny", environ={}).model, 256) == 15_010_560  # unchanged

@@ -139,6 +139,8 @@ def micro(**over) -> list[str]:
         "train.iterations": 16, "train.val_loss_every": 8, "train.val_max_tokens": 2048,
         "train.val_batch_size": 2048, "train.train_log_every": 1, "train.checkpoint_every": 4,
         "train.warmup_steps": 2, "eval.seq_len": 64, "eval.stride": 32,
+        # the tests' builtin dataset is SP1024 without CaseOps (the preset's own data is SP8192 CaseOps)
+        "model.vocab_size": 1024, "data.caseops": "auto", "train.loader": "stream",
     }  # fmt: skip
     sets.update(over)
     return [f"{k}={v}" for k, v in sets.items()]

@@ -11,7 +11,7 @@ import _crafted
 import pytest
 import torch
 from _data_fixtures import run_pgolf
-from conftest import TINY, one_line_error
+from _hostile import TINY, one_line_error
 
 from pgolf.errors import ArtifactError, PgolfError
 

@@ -12,6 +12,7 @@ documents only.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
@@ -402,10 +403,10 @@ def build_text(
         val_docs=lambda: islice(texts(), val_docs),
         vocab_size=vocab_size,
         tokenizer=tokenizer,
-        # Names only: a manifest records no path of the machine (rebuilds elsewhere are byte-identical).
+        # Relative to the dataset: a manifest names no path of the machine (same layout elsewhere: same bytes).
         source={
             "description": "local text",
-            "inputs": [Path(p).name for p in inputs],
+            "inputs": [os.path.relpath(Path(p).resolve(), Path(out).resolve()) for p in inputs],
             "files": len(files),
             "field": field,
         },

@@ -436,7 +436,9 @@ def find_source(data_dir: Path, log: Callable[[str], None] | None = None) -> Cal
             from pgolf.data.text import expand_inputs, iter_documents
 
             n_val = int((manifest.get("counts") or {}).get("val_docs", 0))
-            files = expand_inputs(fp["inputs"])
+            # Recorded relative to the dataset directory (older manifests: as given).
+            given = [Path(data_dir) / x if (Path(data_dir) / x).exists() else Path(x) for x in fp["inputs"]]
+            files = expand_inputs(given)
             docs = [t for _, t in islice(iter_documents(files, fp.get("field", "text")), n_val)]
     except (DataError, OSError):
         return None

@@ -47,8 +47,10 @@ def read_run(run_dir: str | Path) -> tuple[Config, dict[str, Tensor]]:
         if not p.is_file():
             raise ArtifactError(f"{run_dir}: no {p.name} (not a finished run directory?)")
     try:
-        cfg = Config.from_dict(json.loads(cfg_path.read_text()))
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+        from pgolf.safeio import read_json_file
+
+        cfg = Config.from_dict(read_json_file(cfg_path))  # size and depth bounded before parsing
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, TypeError) as e:
         raise ArtifactError(f"{cfg_path}: unreadable config ({container.one_line(e)})") from None
     except PgolfError as e:
         raise ArtifactError(f"{cfg_path}: {e}") from None

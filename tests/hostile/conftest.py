@@ -15,17 +15,7 @@ import json  # noqa: E402
 import shutil  # noqa: E402
 
 import pytest  # noqa: E402
-
-# A model small enough that `pgolf train` takes seconds on two cores.
-TINY = [
-    "--preset", "tiny", "--no-env",
-    "--set", "model.vocab_size=512", "--set", "model.num_layers=2", "--set", "model.model_dim=64",
-    "--set", "model.num_heads=2", "--set", "model.num_kv_heads=1", "--set", "model.ve_layers=1",
-    "--set", "model.xsa_last_n=2", "--set", "model.bigram_dim=32", "--set", "model.ve_dim=32",
-    "--set", "train.train_seq_len=128", "--set", "train.train_batch_tokens=1024", "--set", "eval.seq_len=128",
-    "--set", "train.iterations=2", "--set", "train.max_wallclock_seconds=0", "--set", "train.val_loss_every=0",
-    "--set", "train.val_max_tokens=2048", "--set", "train.checkpoint_every=1", "--set", "runtime.num_threads=1",
-]  # fmt: skip
+from _hostile import TINY  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -71,15 +61,6 @@ def run_copy(small_run, tmp_path) -> Path:
     dst = tmp_path / "run"
     shutil.copytree(small_run, dst)
     return dst
-
-
-def one_line_error(r) -> str:
-    """The CLI's refusal: exit 2 and exactly one line on stderr, no traceback."""
-    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("pgolf: error: "), r.stderr[-2000:]
-    assert "Traceback" not in r.stderr
-    return lines[0]
 
 
 class _Result:

@@ -11,8 +11,8 @@ import _crafted
 import pytest
 import torch
 from _data_fixtures import run_pgolf
+from _hostile import TINY, one_line_error
 
-from hostile.conftest import TINY, one_line_error
 from pgolf.errors import ArtifactError, PgolfError
 
 FAST_S = 2.0  # every header refusal is milliseconds; the bound leaves room for a loaded CI machine
@@ -225,3 +225,9 @@ def test_run_refuses_a_swapped_tokenizer(swapped, tmp_path, cli):
     r = cli("run", *TINY, "--data", str(swapped), "--out", str(tmp_path / "r"), "--set", "data.verify=off")
     last = r.stderr.strip().splitlines()[-1]
     assert r.returncode == 2 and "Traceback" not in r.stderr and "bpb would be wrong" in last
+
+
+@pytest.mark.parametrize("body", ["[" * 200_000 + "]" * 200_000, "[]", '{"model": '])
+def test_export_of_a_run_with_a_damaged_config_is_one_line(run_copy, body, cli):
+    (run_copy / "config.json").write_text(body)
+    assert "config.json" in one_line_error(cli("export", str(run_copy)))

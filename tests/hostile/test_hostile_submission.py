@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 from _data_fixtures import REPO_ROOT, run_pgolf, topics_texts
+from _hostile import one_line_error
 from _report_fixtures import make_run
-
-from hostile.conftest import one_line_error
 
 HOSTILE_NAMES = [
     '"""; open("PWNED", "w").write("x"); """',

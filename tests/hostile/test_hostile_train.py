@@ -12,8 +12,8 @@ import time
 import numpy as np
 import pytest
 from _data_fixtures import REPO_ROOT, run_pgolf
+from _hostile import TINY, one_line_error
 
-from hostile.conftest import TINY, one_line_error
 from pgolf.data.shards import write_shard
 from pgolf.runlock import LOCK_NAME, RunLock
 

@@ -182,9 +182,7 @@ def render(s: Mapping[str, Any], figure: bool) -> str:
               "so their bpb compare directly, across tokenizers.", ""]  # fmt: skip
 
     L += ["## bpb of every method", ""]
-    methods: list[str] = []
-    for r in rows:
-        methods += [k for k in r["methods"] if k not in methods]
+    methods = method_order(rows)
     mt = []
     for k in methods:
         cells = []
@@ -251,16 +249,21 @@ def render(s: Mapping[str, Any], figure: bool) -> str:
     return "\n".join(L)
 
 
+def method_order(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Every method of any stack, in pgolf's own order of methods (then any others)."""
+    from pgolf.config import RUN_METHOD_NAMES
+
+    seen = {k for r in rows for k in r["methods"]}
+    return [k for k in RUN_METHOD_NAMES if k in seen] + sorted(seen - set(RUN_METHOD_NAMES))
+
+
 def console_lines(summary: Mapping[str, Any]) -> str:
     rows = list(summary["stacks"].values())
     names = [r["stack"] for r in rows]
     w = max(14, *(len(n) for n in names))
     out = ["side by side (bpb, score-first methods; two-pass marked):", f"{'method':14s}" + "".join(
         f"  {n:>{w}s}" for n in names)]  # fmt: skip
-    methods: list[str] = []
-    for r in rows:
-        methods += [k for k in r["methods"] if k not in methods]
-    for k in methods:
+    for k in method_order(rows):
         cells = []
         for r in rows:
             m = r["methods"].get(k)

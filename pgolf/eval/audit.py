@@ -134,7 +134,10 @@ def audit(
     details = []
     if at is not None and any(not 1 <= int(p) < n_targets for p in at):
         raise ConfigError(f"audit positions must be targets 1..{n_targets - 1}, got {list(at)}")
-    for p in sorted({int(p) for p in at}) if at is not None else audit_positions(n_targets, positions):
+    from pgolf.cliutil import progress_iter
+
+    chosen = sorted({int(p) for p in at}) if at is not None else audit_positions(n_targets, positions)
+    for p in progress_iter(chosen, len(chosen), f"audit {method}", unit="position"):
         changed = stream.copy()
         orig = int(changed[p + 1])  # target p is token p+1
         changed[p + 1] = replacement(orig, p, vocab)

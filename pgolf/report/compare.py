@@ -15,16 +15,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pgolf.report.document import CONDITIONS, atomic_write_text, condition_passed, md_table, read_json
+from pgolf.report.document import CONDITIONS, _bpb, atomic_write_text, condition_passed, md_table, read_json
 
 
 def _export(run_dir: str | Path) -> dict:
     e = read_json(Path(run_dir) / "export.json")
     return e if isinstance(e, dict) else {}
-
-
-def _bpb(v: Any) -> str:
-    return f"{v:.4f}" if isinstance(v, (int, float)) else "—"
 
 
 def _int(v: Any) -> str:
@@ -238,9 +234,7 @@ def render(s: Mapping[str, Any], figure: bool) -> str:
         L += [f"`{r['stack']}`, method `{au.get('method')}`:", "", md_table(["", "condition", "verdict"], cells), ""]
 
     if s.get("submission"):
-        from pgolf.report.compare import check_line as _cl
-
-        L += ["## Submission", "", f"Record folder: `{s['submission']}` — {_cl(s.get('check'))}.", ""]
+        L += ["## Submission", "", f"Record folder: `{s['submission']}` — {check_line(s.get('check'))}.", ""]
     L += ["## Per-stack reports", ""]
     for r in rows:
         rel = Path(str(r["run_dir"]))

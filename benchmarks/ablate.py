@@ -18,12 +18,11 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_train import ensure_data  # noqa: E402
+from bench_train import preset_data  # noqa: E402
 
 from pgolf.report.stats import describe, welch_t_test  # noqa: E402
 from pgolf.sysinfo import system_info  # noqa: E402
@@ -99,7 +98,7 @@ def main() -> int:
     ap.add_argument("--minutes", type=float, default=3.0, help="wall-clock training budget of every run")
     ap.add_argument("--seeds", default="1337,42,2024")
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {', '.join(VARIANTS)}")
-    ap.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "pgolf-bench-builtin"))
+    ap.add_argument("--data", help="one dataset for every run (default: each preset's own builtin dataset)")
     ap.add_argument("--out", default="runs/ablation")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="extra --set for every run")
     args = ap.parse_args()
@@ -108,18 +107,23 @@ def main() -> int:
     unknown = [v for v in names if v not in VARIANTS]
     if unknown:
         raise SystemExit(f"--variants: unknown {', '.join(unknown)} (known: {', '.join(VARIANTS)})")
-    data = ensure_data(Path(args.data))
+    from pgolf.config import load_config
+
+    # Each preset trains and is scored on its own dataset (tiny: sp1024; frontier-tiny: SP8192-CaseOps),
+    # both with a raw byte sidecar, so every bpb has the same denominator: the split's UTF-8 bytes.
+    data = {p: preset_data(load_config(p, environ={}), args.data) for p in {VARIANTS[n][0] for n in names}}
     out = Path(args.out)
     results: dict[str, list[dict]] = {}
     for name in names:
         preset, sets = VARIANTS[name]
         for seed in seeds:
             print(f"{name} seed {seed} ...", file=sys.stderr, flush=True)
-            res = run_one(out / name / f"seed{seed}", preset, sets, seed, args.minutes, data, args.sets)
+            res = run_one(out / name / f"seed{seed}", preset, sets, seed, args.minutes, data[preset], args.sets)
             results.setdefault(name, []).append(res)
     summary = summarise(results)
     payload = {
         "minutes": args.minutes,
+        "data": {p: str(d) for p, d in data.items()},
         "seeds": seeds,
         "extra_sets": args.sets,
         "system": system_info("cpu"),

@@ -4,8 +4,9 @@
     python benchmarks/bench_train.py --preset frontier-tiny  # loops off and on, and the whole-run mean
     python benchmarks/bench_train.py --preset record --accum 8 --steps 10   # one GPU, the seed's batch
 
-Runs the real training step (pgolf.train.trainer.Trainer.train_step) on the builtin corpus
-(built into --data if missing). Prints a table and writes benchmarks/results/train_<preset>_<device>.json.
+Runs the real training step (pgolf.train.trainer.Trainer.train_step) on the preset's own builtin
+dataset (built if missing; --data for another). Prints a table and writes
+benchmarks/results/train_<preset>_<device>.json.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pgolf.model.flops import training_flops_per_token  # noqa: E402
 
 
 def ensure_data(path: Path) -> Path:
+    """The seed's builtin corpus (sp1024, no sidecar) at `path`, built if missing."""
     if not (path / "manifest.json").is_file():
         from pgolf.data.builtin import build_builtin
 
@@ -35,10 +37,20 @@ def ensure_data(path: Path) -> Path:
     return path
 
 
+def preset_data(cfg, data: str | Path | None) -> Path:
+    """`--data` when given, else the preset's own builtin dataset (its vocabulary, CaseOps and
+    byte sidecar: frontier-tiny's is SP8192-CaseOps), built if missing exactly as `pgolf run` does."""
+    if data:
+        return ensure_data(Path(data))
+    from pgolf.pipeline import ensure_data as ensure_preset_data
+
+    return ensure_preset_data(Path(cfg.data.data_path), explicit=False, is_main=True, cfg=cfg)
+
+
 def add_step_args(ap: argparse.ArgumentParser, steps: int) -> None:
     """The options every training-step benchmark takes."""
     ap.add_argument("--preset", default="tiny")
-    ap.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "pgolf-bench-builtin"))
+    ap.add_argument("--data", help="dataset directory (default: the preset's own builtin dataset, built if missing)")
     ap.add_argument("--steps", type=int, default=steps, help="measured steps")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation, caches)")
     ap.add_argument("--accum", type=int, default=0, help="gradient accumulation steps (0 = preset)")
@@ -55,7 +67,7 @@ def step_trainer(args: argparse.Namespace):
     cfg = load_config(args.preset, sets, environ={})
     from pgolf.train.trainer import Trainer
 
-    data = ensure_data(Path(args.data))
+    data = preset_data(cfg, args.data)
     with tempfile.TemporaryDirectory() as tmp:
         tr = Trainer(cfg, data, Path(tmp) / "run", show_progress=False)
         tr.state.ema = {k: v.detach().float().clone() for k, v in tr.model.state_dict().items()}

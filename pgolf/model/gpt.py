@@ -23,6 +23,7 @@ from pgolf.model.gates import input_smear, skip_merge
 from pgolf.model.lanes import PARALLEL_RESID_INIT, merge_lanes, parallel_block
 from pgolf.model.layers import CastedLinear, rms_norm
 from pgolf.model.recurrence import layer_schedule, num_skip_rows, skip_sources
+from pgolf.model.softcap_ce import softcap_cross_entropy
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -251,16 +252,17 @@ class GPT(nn.Module):
     def forward(self, ids: Tensor, targets: Tensor, cu_seqlens=None) -> Tensor:
         """Training loss: mean cross-entropy (fp32 logits), plus the MTP heads' loss when enabled.
 
-        With `fused_ce` the soft-cap itself is taken in fp32 on the raw logits, which is what the
-        record's fused kernel computes (F2.9); otherwise in the activation dtype, as the seed does.
+        With `fused_ce` the soft-cap itself is taken in fp32 on the raw logits, in one function
+        with the loss, as the record's fused kernel computes it (F2.9, `softcap_ce`); otherwise in
+        the activation dtype, as the seed does.
         """
         h = self.forward_hidden(ids, cu_seqlens)
         if self.config.fused_ce:
-            c = self.config.logit_softcap
-            logits = c * torch.tanh(self.raw_logits(h).float() / c)
+            raw = self.raw_logits(h)
+            loss = softcap_cross_entropy(raw.reshape(-1, raw.size(-1)), targets.reshape(-1), self.config.logit_softcap)
         else:
             logits = self.compute_logits(h)
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1))
+            loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1))
         cfg = self.config
         if self.training and self.mtp_heads and cfg.mtp_loss_weight > 0:
             total, n = h.new_zeros((), dtype=torch.float32), 0

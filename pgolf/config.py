@@ -400,6 +400,13 @@ class RuntimeConfig:
         choices=("auto", "sdpa", "sdpa-gqa", "fa3", "flex", "sdpa-mask"),
     )
     num_threads: int = _f(0, None, "CPU threads, 0 = torch default", ge=0, le=4096)
+    cpu_malloc: str = _f(
+        "auto",
+        None,
+        "auto (keep on a CPU run) | keep (glibc keeps freed memory for reuse instead of page-faulting it back in, "
+        "pgolf/cpumalloc.py) | system (glibc's defaults)",
+        choices=("auto", "keep", "system"),
+    )
 
 
 # --------------------------------------------------------------------------- export (issue 14)

@@ -51,6 +51,10 @@ def init(runtime: RuntimeConfig) -> DistInfo:
     device = pick_device(runtime, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    if runtime.cpu_malloc == "keep" or (runtime.cpu_malloc == "auto" and device.type == "cpu"):
+        from pgolf.cpumalloc import keep_freed_memory
+
+        keep_freed_memory()
     if launched and world > 1 and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         kwargs = {"device_id": device} if device.type == "cuda" else {}

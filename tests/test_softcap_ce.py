@@ -1,4 +1,4 @@
-"""The fused soft-capped cross-entropy (pgolf.model.softcap_ce) against autograd on the unfused chain."""
+"""The fused element-wise functions of the model (soft-capped CE, the MLP activation) against autograd."""
 
 from __future__ import annotations
 
@@ -36,3 +36,18 @@ def test_bf16_logits_give_a_bf16_gradient_from_fp32_math():
     F.cross_entropy(30 * torch.tanh(ref_x / 30), t).backward()
     assert got.dtype == torch.float32 and x.grad.dtype == torch.bfloat16
     assert torch.allclose(x.grad.float(), ref_x.grad, atol=1e-3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_leaky_relu_square_is_the_two_op_chain_bit_for_bit(dtype):
+    from pgolf.model.layers import leaky_relu_square
+
+    g = torch.Generator().manual_seed(2)
+    x = (torch.randn(300, 77, generator=g) * 3).to(dtype).requires_grad_()
+    up = torch.randn(300, 77, generator=g).to(dtype)
+    ref = F.leaky_relu(x, 0.5).square()
+    ref.backward(up)
+    want, x.grad = x.grad.clone(), None
+    got = leaky_relu_square(x)
+    got.backward(up)
+    assert torch.equal(got, ref) and torch.equal(x.grad, want)

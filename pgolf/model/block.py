@@ -6,11 +6,10 @@ the parallel residual lanes (`pgolf.model.lanes`) feed them from two streams."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pgolf.model.attention import CausalSelfAttention
-from pgolf.model.layers import CastedLinear, layer_scale, rms_norm
+from pgolf.model.layers import CastedLinear, layer_scale, leaky_relu_square, rms_norm
 
 NO_RESCALING = 1 << 62  # a reference length no sequence exceeds: rope_yarn=false
 
@@ -24,7 +23,7 @@ class MLP(nn.Module):
         self.proj = CastedLinear(hidden, dim, zero_init=True, draw_init=draw_init)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.proj(F.leaky_relu(self.fc(x), negative_slope=0.5).square())
+        return self.proj(leaky_relu_square(self.fc(x)))
 
 
 class Block(nn.Module):

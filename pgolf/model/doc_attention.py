@@ -149,11 +149,14 @@ def document_attention(q: Tensor, k: Tensor, v: Tensor, seg: Segments) -> Tensor
     if seg.kernel == "padded":
         S, L = seg.gather.shape
 
+        # index_select, not x[idx]: its backward is index_add_, several times faster on a CPU than
+        # advanced indexing's accumulating index_put_ (the padding slots only ever add exact zeros).
         def rows(x: Tensor) -> Tensor:  # [B,T,h,D] -> [S, h, L, D]
-            return x.reshape(B * T, x.size(2), D)[seg.gather.reshape(-1)].reshape(S, L, x.size(2), D).transpose(1, 2)
+            flat = x.reshape(B * T, x.size(2), D).index_select(0, seg.gather.reshape(-1))
+            return flat.reshape(S, L, x.size(2), D).transpose(1, 2)
 
         y = F.scaled_dot_product_attention(rows(q), rows(k), rows(v), is_causal=True, enable_gqa=gqa)
-        return y.transpose(1, 2).reshape(S * L, H, D)[seg.scatter].reshape(B, T, H, D)
+        return y.transpose(1, 2).reshape(S * L, H, D).index_select(0, seg.scatter).reshape(B, T, H, D)
     qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
     if seg.kernel == "flex":
         flex, _ = flex_attention_fn()

@@ -1,26 +1,28 @@
 """bench_packing.py --frontier: the frontier export's packings on the SAME quantised weights, and LQER's worth.
 
     python benchmarks/bench_packing.py --frontier shapes [--layers 11]   # the record's shapes, synthetic weights
-    python benchmarks/bench_packing.py --frontier tiny [--train-steps 300]  # a trained `tiny` model, real data
+    python benchmarks/bench_packing.py --frontier tiny [--run RUN]         # a trained `frontier-tiny`, real data
 
 Weights are quantised once (GPTQ + SDClip, int7 tok_emb, int8 gates, LQER), then packed as:
 the single-stream pgolf container (brotli; xz), the per-group container with and without the
 row sort, without and with lrzip, and the record's own layout (lrzip groups + pickle remainder).
-For `tiny` (a real model; matrices above 4,096 values quantised) it also scores held-out bpb for
-the unquantised model, the seed's RTN export, SDClip rounding, GPTQ and GPTQ + LQER.
+For `tiny` the weights are a trained `frontier-tiny` run: RUN (a finished `pgolf train --preset
+frontier-tiny`, e.g. `make run`'s OUT/frontier-tiny or an ablation run), else one trained here for
+`--train-minutes` (cached under runs/bench_packing/). Its Hessians are the ones the trainer
+collected inside its budget (RUN/hessians.safetensors), its quantisation settings the run's own
+(matrices above 4,096 values quantised), and it scores the validation split of the run's own
+dataset, in bits per original UTF-8 byte (its byte sidecar), with `plain` evaluation: the
+unquantised model, the seed's RTN export, SDClip rounding (H = I), GPTQ + SDClip and
+GPTQ + SDClip + LQER, with the per-group artifact's bytes of each frontier variant.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
-PUBLISHED_TOKENIZER = ROOT.parent / "shared" / "reference" / "tokenizers" / "fineweb_1024_bpe.model"
-TINY_PASSTHROUGH = 4096
 
 
 def _packings(fq, lrzip: bool) -> list[tuple[str, int, float]]:
@@ -49,61 +51,35 @@ def _packings(fq, lrzip: bool) -> list[tuple[str, int, float]]:
     return out
 
 
-def _tiny(steps: int, cache: Path):
-    """(cfg, state, train tokens, held-out tokens, byte tables) of a `tiny` model trained with Adam."""
-    from safetensors.torch import load_file, save_file
+def _trained_run(args) -> Path:
+    """RUN, else a frontier-tiny run trained here once (cached)."""
+    import subprocess
+    import sys
+
+    if args.run:
+        return Path(args.run)
+    run = ROOT / "runs" / "bench_packing" / "frontier-tiny"
+    if (run / "final_model.safetensors").is_file():
+        return run
+    from bench_train import preset_data
 
     from pgolf.config import load_config
-    from pgolf.data.bpb import build_byte_tables
-    from pgolf.data.builtin import builtin_documents, split_documents
-    from pgolf.data.tokenizer import encode_documents, load_tokenizer
-    from pgolf.model import build_model
 
-    cfg = load_config("tiny", environ={})
-    sp = load_tokenizer(PUBLISHED_TOKENIZER, cfg.model.vocab_size)
-    train, held = split_documents(builtin_documents())
-    enc = [np.concatenate([np.asarray(x, dtype=np.int64) for x in encode_documents(sp, [d.text for d in docs])])
-           for docs in (train, held)]  # fmt: skip
-    tables = build_byte_tables(sp, cfg.model.vocab_size)
-    if cache.is_file():
-        return cfg, load_file(str(cache)), enc[0], enc[1], tables
-    model = build_model(cfg.model, seed=1337)
-    toks = torch.from_numpy(enc[0])
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3, betas=(0.9, 0.95))
-    gen = torch.Generator().manual_seed(0)
-    seq, batch = 256, 16
-    model.train()
-    for step in range(steps):
-        for gr in opt.param_groups:
-            gr["lr"] = 2e-3 * min(1.0, (steps - step) / (0.3 * steps))
-        starts = torch.randint(0, len(toks) - seq - 1, (batch,), generator=gen).tolist()
-        x = torch.stack([toks[s : s + seq + 1] for s in starts])
-        loss = model(x[:, :-1], x[:, 1:])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(cache))
-    return cfg, state, enc[0], enc[1], tables
+    data = preset_data(load_config("frontier-tiny", environ={}), None)
+    cmd = [sys.executable, "-m", "pgolf", "train", "--preset", "frontier-tiny", "--no-env", "--data", str(data),
+           "--out", str(run), "--force", "--quiet", "--minutes", str(args.train_minutes)]  # fmt: skip
+    subprocess.run(cmd, check=True)
+    return run
 
 
-def _bpb(cfg, state, held: np.ndarray, tables, seq: int = 256, max_targets: int = 65536) -> float:
-    from pgolf.data.bpb import bpb, target_bytes
-    from pgolf.quant.artifact import model_from_state
+def _score(cfg, state, tokens, tables) -> float:
+    """Held-out bpb of a state dict: pgolf's `plain` evaluation of the whole validation split."""
+    from pgolf.eval.api import evaluate
+    from pgolf.quant.artifact import eval_model_config, model_from_state
 
-    model = model_from_state(cfg.model, state).eval()
-    n = min(len(held) - 1, max_targets) // seq * seq
-    x = torch.from_numpy(held[: n + 1])
-    inputs, targets = x[:-1].view(-1, seq), x[1:].view(-1, seq)
-    loss = 0.0
-    with torch.no_grad():
-        for i in range(0, inputs.size(0), 16):
-            logits = model.compute_logits(model.forward_hidden(inputs[i : i + 16])).float()
-            loss += float(
-                torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets[i : i + 16].flatten(), reduction="sum")
-            )
-    return bpb(loss, targets.numel(), int(target_bytes(targets, inputs, tables).sum()))[1]
+    model = model_from_state(eval_model_config(cfg.model), state).eval()
+    result, _ = evaluate(model, "plain", tokens, tables, cfg, "cpu", autocast="off")
+    return float(result.val_bpb)
 
 
 def run(args) -> dict:
@@ -123,26 +99,37 @@ def run(args) -> dict:
         hs, qcfg = hessians(state), QuantConfig(scheme="frontier")
         res["weights"] = f"record shapes, {args.layers} layers, synthetic trained-like values (benchmarks/_frontier.py)"
     else:
-        from pgolf.quant.artifact import model_from_state
-        from pgolf.quant.calibrate import collect_hessians
+        from pgolf.data.bpb import load_byte_source
+        from pgolf.data.loader import load_val_tokens
+        from pgolf.model.record_names import from_record_state_dict
+        from pgolf.quant.artifact import read_run, run_data_dir
+        from pgolf.quant.calibrate import load_run_hessians
 
-        cfg, state, train, held, tables = _tiny(args.train_steps, ROOT / "runs" / "bench_packing" / "tiny.safetensors")
-        model = model_from_state(cfg.model, state).eval()
-        gen = np.random.default_rng(0)
-        starts = gen.integers(0, len(train) - 257, 64)
-        batches = [
-            torch.from_numpy(np.stack([train[s : s + 256] for s in starts[i : i + 16]])) for i in range(0, 64, 16)
-        ]
-        hs, _, _ = collect_hessians(model, batches)
-        qcfg = QuantConfig(scheme="frontier", passthrough_max_numel=TINY_PASSTHROUGH)
+        run_dir = _trained_run(args)
+        cfg, state = read_run(run_dir)
+        state = from_record_state_dict({k: v for k, v in state.items() if "mtp_heads" not in k})
+        saved = load_run_hessians(run_dir)
+        if saved is None:
+            raise SystemExit(f"{run_dir}: no hessians.safetensors (train it with quant.scheme=frontier)")
+        hs, act_rms, acct = saved
+        qcfg = cfg.quant
+        data = run_data_dir(run_dir, cfg, None)
+        vocab = cfg.model.vocab_size
+        tables = load_byte_source(data, None, vocab, source=cfg.data.byte_source, caseops=cfg.data.caseops)
+        tokens = load_val_tokens(data, vocab_size=vocab)
+        steps = json.loads((run_dir / "train_summary.json").read_text()).get("steps") if (
+            run_dir / "train_summary.json").is_file() else None  # fmt: skip
         res["weights"] = (
-            f"tiny preset, {args.train_steps} Adam steps on the builtin corpus; 64 x 256 calibration tokens"
+            f"{run_dir}: preset {cfg.preset}, {steps if steps is not None else '?'} steps, Hessians from "
+            f"{acct.get('batches')} training batches ({acct.get('when')}); scored on {data}"
         )
+        res["run"] = str(run_dir)
 
+    act = act_rms if args.frontier == "tiny" else None
     t = time.perf_counter()
-    fq = quantize_frontier(state, hs, qcfg)
+    fq = quantize_frontier(state, hs, qcfg, act_rms=act)
     res["quantise_s"] = time.perf_counter() - t
-    no_lqer = quantize_frontier(state, hs, dataclasses.replace(qcfg, lqer_enabled=False))
+    no_lqer = quantize_frontier(state, hs, dataclasses.replace(qcfg, lqer_enabled=False), act_rms=act)
     rows = []
     res["packings"] = {}
     for label, n, dt in _packings(fq, lrzip):
@@ -158,22 +145,29 @@ def run(args) -> dict:
     rows.append(["LQER: artifact with - without (raw factor bytes)", f"{with_l - without:,} ({raw:,})", ""])
 
     if args.frontier == "tiny":
+        from pgolf.quant.artifact import eval_model_config, skeleton
         from pgolf.quant.frontier import dequantize_frontier
         from pgolf.quant.rtn import dequantize_state_dict, quantize_state_dict
 
-        template = state
-        rtn = quantize_state_dict(state, cfg.model.control_patterns, TINY_PASSTHROUGH)
+        template = skeleton(eval_model_config(cfg.model)).state_dict()
+        rtn = quantize_state_dict(state, cfg.model.control_patterns, qcfg.passthrough_max_numel)
         sd_rtn = quantize_frontier(state, {}, dataclasses.replace(qcfg, lqer_enabled=False))
         scores = {
-            "unquantised": _bpb(cfg, state, held, tables),
-            "seed RTN (int6/int8, percentile search)": _bpb(
-                cfg, dequantize_state_dict(rtn.packed, rtn.meta, template), held, tables
+            "unquantised": _score(cfg, state, tokens, tables),
+            "seed RTN (int6/int8, percentile search)": _score(
+                cfg, dequantize_state_dict(rtn.packed, rtn.meta, template), tokens, tables
             ),
         }
+        sizes = {}
         for label, q in (("SDClip rounding (H = I)", sd_rtn), ("GPTQ + SDClip", no_lqer), ("GPTQ + SDClip + LQER", fq)):
             assert isinstance(q, FrontierQuantized)
-            scores[label] = _bpb(cfg, dequantize_frontier(q.result, q.meta, template), held, tables)
+            scores[label] = _score(cfg, dequantize_frontier(q.result, q.meta, template), tokens, tables)
+            sizes[label] = len(pergroup.build({"meta": q.meta}, q.result, best)[0])
         res["heldout_bpb"] = scores
+        res["artifact_bytes"] = sizes
+        res["lqer"]["bpb_gain"] = scores["GPTQ + SDClip"] - scores["GPTQ + SDClip + LQER"]
+        res["gptq_bpb_gain_over_sdclip_rounding"] = scores["SDClip rounding (H = I)"] - scores["GPTQ + SDClip"]
         for k, v in scores.items():
-            rows.append([f"held-out bpb: {k}", f"{v:.4f}", ""])
+            extra = f"{sizes[k]:,} B" if k in sizes else ""
+            rows.append([f"held-out bpb: {k}", f"{v:.4f}", extra])
     return {"rows": rows, "result": res}

@@ -1,7 +1,7 @@
 """Measure every packing / compression choice for the artifact on the SAME quantised weights.
 
     python benchmarks/bench_packing.py [--run RUN] [--train-steps N] [--quick] [--scale S] [--out FILE.json]
-    python benchmarks/bench_packing.py --frontier shapes|tiny    # the frontier export (_frontier_packing.py)
+    python benchmarks/bench_packing.py --frontier shapes|tiny [--run RUN]   # the frontier export (_frontier_packing.py)
 
 Weights: a run directory's final_model.safetensors (`--run`), else a `record`-preset
 model (seed 1337) trained for `--train-steps` Adam steps on the builtin corpus
@@ -240,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "bench_packing.json")
     ap.add_argument("--frontier", choices=["shapes", "tiny"], help="the frontier export's packings and LQER instead")
     ap.add_argument("--layers", type=int, default=11, help="--frontier shapes: layers (11 = the record)")
+    ap.add_argument(
+        "--train-minutes", type=float, default=2.5, help="--frontier tiny without --run: frontier-tiny's budget"
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.frontier:

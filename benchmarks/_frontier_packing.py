@@ -137,7 +137,13 @@ def run(args) -> dict:
         rows.append([label, f"{n:,}", f"{dt:.1f}"])
     from pgolf.quant import pergroup
 
-    best = pergroup.Options(codecs=codecs.available())
+    if args.frontier == "tiny":  # the run's own per-group settings: what `pgolf export` writes for it
+        from pgolf.quant.frontier_export import options
+
+        best = options(cfg)
+    else:
+        best = pergroup.Options(codecs=codecs.available())
+    res["lqer_codecs"] = list(best.codecs)
     with_l = len(pergroup.build({"meta": fq.meta}, fq.result, best)[0])
     without = len(pergroup.build({"meta": no_lqer.meta}, no_lqer.result, best)[0])
     raw = sum(t.numel() * t.element_size() for n, t in fq.result.items() if ".lq" in n)

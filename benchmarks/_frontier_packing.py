@@ -72,6 +72,15 @@ def _trained_run(args) -> Path:
     return run
 
 
+def _final_step(run_dir: Path) -> int | None:
+    """The step of the run's `final` metrics line (metrics.jsonl), if any."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    finals = [json.loads(line) for line in path.read_text().splitlines() if '"final"' in line]
+    return finals[-1].get("step") if finals else None
+
+
 def _score(cfg, state, tokens, tables) -> float:
     """Held-out bpb of a state dict: pgolf's `plain` evaluation of the whole validation split."""
     from pgolf.eval.api import evaluate
@@ -117,8 +126,7 @@ def run(args) -> dict:
         vocab = cfg.model.vocab_size
         tables = load_byte_source(data, None, vocab, source=cfg.data.byte_source, caseops=cfg.data.caseops)
         tokens = load_val_tokens(data, vocab_size=vocab)
-        steps = json.loads((run_dir / "train_summary.json").read_text()).get("steps") if (
-            run_dir / "train_summary.json").is_file() else None  # fmt: skip
+        steps = _final_step(run_dir)
         res["weights"] = (
             f"{run_dir}: preset {cfg.preset}, {steps if steps is not None else '?'} steps, Hessians from "
             f"{acct.get('batches')} training batches ({acct.get('when')}); scored on {data}"

@@ -62,5 +62,3 @@ class _SoftcapCE(torch.autograd.Function):
 def softcap_cross_entropy(raw_logits: Tensor, targets: Tensor, cap: float) -> Tensor:
     """Mean CE of `cap·tanh(raw_logits/cap)` against `targets`, computed in fp32 ([N, V], [N])."""
     return _SoftcapCE.apply(raw_logits, targets, float(cap))
-
-

@@ -18,7 +18,6 @@ GPTQ + SDClip + LQER, with the per-group artifact's bytes of each frontier varia
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -73,12 +72,11 @@ def _trained_run(args) -> Path:
 
 
 def _final_step(run_dir: Path) -> int | None:
-    """The step of the run's `final` metrics line (metrics.jsonl), if any."""
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return None
-    finals = [json.loads(line) for line in path.read_text().splitlines() if '"final"' in line]
-    return finals[-1].get("step") if finals else None
+    """The step of the run's `final` metrics record (metrics.jsonl), if any."""
+    from pgolf.report.document import read_metrics
+
+    records, _ = read_metrics(run_dir / "metrics.jsonl")
+    return next((r.get("step") for r in reversed(records) if r.get("kind") == "final"), None)
 
 
 def _score(cfg, state, tokens, tables) -> float:

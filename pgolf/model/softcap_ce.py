@@ -55,7 +55,10 @@ class _SoftcapCE(torch.autograd.Function):
             p = torch.add(lse[s:e, None].neg(), sig, alpha=2.0 * cap).exp_()  # softmax(z)
             p.scatter_add_(1, targets[s:e, None], torch.full((e - s, 1), -1.0, device=p.device))
             dz = sig.mul_(sig - 1.0).mul_(-4.0 * scale)  # 4σ(1−σ) · grad / n
-            torch.mul(p, dz, out=out[s:e]) if out.dtype == p.dtype else out[s:e].copy_(p.mul_(dz))
+            if out.dtype == p.dtype:
+                torch.mul(p, dz, out=out[s:e])
+            else:  # bf16 logits: the fp32 gradient cast on the way out
+                out[s:e] = p.mul_(dz)
         return out, None, None
 
 

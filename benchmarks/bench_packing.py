@@ -247,15 +247,15 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     if args.frontier:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from _common import table
+        from _common import table, write_result
         from _frontier_packing import run as frontier_run
 
         out = frontier_run(args)
         print(table(out["rows"], ["choice", "bytes / bpb", "seconds"]))
-        path = args.out.with_name(f"bench_packing_frontier_{args.frontier}.json")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(out["result"], indent=1) + "\n")
-        print(f"wrote {path}")
+        name = f"bench_packing_frontier_{args.frontier}"
+        given = argv if argv is not None else sys.argv[1:]
+        payload = {"command": " ".join(["python benchmarks/bench_packing.py", *given]), **out["result"]}
+        print(f"wrote {write_result(name, payload, str(args.out.with_name(name + '.json')))}")
         return 0
     if args.run:
         from pgolf.quant.artifact import read_run

@@ -38,13 +38,15 @@ def ensure_data(path: Path) -> Path:
 
 
 def preset_data(cfg, data: str | Path | None) -> Path:
-    """`--data` when given, else the preset's own builtin dataset (its vocabulary, CaseOps and
-    byte sidecar: frontier-tiny's is SP8192-CaseOps), built if missing exactly as `pgolf run` does."""
-    if data:
-        return ensure_data(Path(data))
-    from pgolf.pipeline import ensure_data as ensure_preset_data
+    """The preset's own builtin dataset (its vocabulary, CaseOps and byte sidecar: frontier-tiny's
+    is SP8192-CaseOps) at `--data` or, without it, at the preset's path; built if missing as
+    `pgolf run` builds it."""
+    from pgolf.pipeline import build_preset_builtin, has_dataset
 
-    return ensure_preset_data(Path(cfg.data.data_path), explicit=False, is_main=True, cfg=cfg)
+    path = Path(data) if data else Path(cfg.data.data_path)
+    if not has_dataset(path):
+        build_preset_builtin(path, cfg)
+    return path
 
 
 def add_step_args(ap: argparse.ArgumentParser, steps: int) -> None:

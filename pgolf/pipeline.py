@@ -96,28 +96,33 @@ def is_builtin_path(path: Path) -> bool:
 def ensure_data(path: Path, explicit: bool, is_main: bool, cfg: Config | None = None) -> Path:
     """Build the builtin corpus at a preset's builtin path when nothing else was asked for: the
     tokenizer of model.vocab_size, with CaseOps and a byte sidecar as data.builtin_* say."""
-    if (path / "manifest.json").is_file() or any(path.glob("fineweb_val_*.bin")):
+    if has_dataset(path):
         return path
     if explicit or not is_builtin_path(path):
         return path  # the loaders will say precisely what is missing
     if is_main:
-        from pgolf.data.builtin import build_builtin
-
-        kw: dict = {}
-        what = "builtin corpus"
-        if cfg is not None:
-            d = cfg.data
-            kw = {
-                "vocab_size": cfg.model.vocab_size,
-                "caseops": d.builtin_caseops,
-                "sidecar": d.builtin_sidecar or None,
-            }
-            what += f" (SP{cfg.model.vocab_size}{', CaseOps' if d.builtin_caseops else ''}"
-            what += f"{', ' + d.builtin_sidecar + ' byte sidecar' if d.builtin_sidecar else ''})"
-        log(f"building the {what} into {path} (offline, from this Python's documentation)")
-        build_builtin(path, **kw)
+        build_preset_builtin(path, cfg)
     dist.barrier()
     return path
+
+
+def has_dataset(path: Path) -> bool:
+    return (path / "manifest.json").is_file() or any(path.glob("fineweb_val_*.bin"))
+
+
+def build_preset_builtin(path: Path, cfg: Config | None) -> None:
+    """The builtin corpus as `cfg`'s preset trains on it (the seed's SP1024 without a config)."""
+    from pgolf.data.builtin import build_builtin
+
+    kw: dict = {}
+    what = "builtin corpus"
+    if cfg is not None:
+        d = cfg.data
+        kw = {"vocab_size": cfg.model.vocab_size, "caseops": d.builtin_caseops, "sidecar": d.builtin_sidecar or None}
+        what += f" (SP{cfg.model.vocab_size}{', CaseOps' if d.builtin_caseops else ''}"
+        what += f"{', ' + d.builtin_sidecar + ' byte sidecar' if d.builtin_sidecar else ''})"
+    log(f"building the {what} into {path} (offline, from this Python's documentation)")
+    build_builtin(path, **kw)
 
 
 def _write_json(path: Path, obj) -> None:

@@ -32,6 +32,19 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def _git_dirty() -> bool | None:
+    """Whether tracked files differ from the commit: a figure measured on uncommitted code says so."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=5,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(out.stdout.strip()) if out.returncode == 0 else None
+
+
 def system_info(device: torch.device | str | None = None) -> dict:
     gpu = None
     if torch.cuda.is_available():
@@ -48,4 +61,5 @@ def system_info(device: torch.device | str | None = None) -> dict:
         "gpu": gpu,
         "pgolf": __version__,
         "git_commit": _git_commit(),
+        "git_dirty": _git_dirty(),
     }

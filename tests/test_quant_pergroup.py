@@ -93,9 +93,12 @@ def test_roundtrip_is_exact_and_sorts_rows(quantized, part, blob):
 
 def test_parallel_compression_changes_no_byte(quantized, part):
     _, fq = quantized
-    one, _ = pergroup.build({"meta": fq.meta}, part, pergroup.Options(codecs=("brotli",), workers=1))
-    four, _ = pergroup.build({"meta": fq.meta}, part, pergroup.Options(codecs=("brotli",), workers=4))
+    # two candidates per stream, run largest stream first by the pool: the kept codec and every byte
+    # are the serial run's
+    one, rep1 = pergroup.build({"meta": fq.meta}, part, pergroup.Options(codecs=("brotli", "lzma"), workers=1))
+    four, rep4 = pergroup.build({"meta": fq.meta}, part, pergroup.Options(codecs=("brotli", "lzma"), workers=4))
     assert one == four
+    assert rep1["codec_sizes"] == rep4["codec_sizes"]
 
 
 def test_row_sort_can_be_turned_off(quantized, part):

@@ -188,10 +188,14 @@ def _compress_all(streams: list[_Stream], opts: Options, workers: int) -> dict:
         out = codecs.compress(streams[i].raw, c, lrzip_threads=opts.lrzip_threads)
         return i, c, out, time.perf_counter() - t
 
+    # Largest streams first, so that no big compression starts last and runs alone (the wall time
+    # of a list schedule); the results are then read back in job order, so the bytes do not change.
+    order = sorted(range(len(jobs)), key=lambda j: -len(streams[jobs[j][0]].raw))
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = list(pool.map(run, jobs))
+        done = dict(zip(order, pool.map(run, [jobs[j] for j in order])))
+    results = [done[j] for j in range(len(jobs))]
     sizes: dict[str, dict[str, int]] = {}
-    for i, c, out, dt in results:  # pool.map keeps the job order, so the choice is deterministic
+    for i, c, out, dt in results:  # in job order, so the choice (ties: the earlier codec) is deterministic
         s = streams[i]
         sizes.setdefault(s.name, {})[c] = len(out)
         timing[f"{c}_s"] = timing.get(f"{c}_s", 0.0) + dt

@@ -8,7 +8,7 @@
 
 Without --run, the weights are the preset's initialisation: export time depends on the tensor
 shapes, not their values (the byte counts do, so they are printed but mean little here).
-GPTQ calibrates on the builtin corpus's training split (built into --data if missing).
+GPTQ calibrates on the training split of the preset's own builtin corpus (built into --data if missing).
 Prints a table and writes benchmarks/results/export_<preset>_<device>.json.
 """
 
@@ -23,17 +23,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import table, write_result  # noqa: E402
-from bench_train import ensure_data  # noqa: E402
+from bench_train import preset_data  # noqa: E402
 
 from pgolf.config import load_config  # noqa: E402
 from pgolf.quant.artifact import export_run, write_run  # noqa: E402
 
 
-def fresh_run(run: Path, preset: str, data: Path) -> Path:
+def fresh_run(run: Path, cfg, data: Path) -> Path:
     """A run directory holding the preset's initial weights."""
     from pgolf.model.gpt import build_model
 
-    cfg = load_config(preset, [], environ={})
     model = build_model(cfg.model, seed=cfg.train.seed, device="cpu")
     return write_run(run, cfg, model.state_dict(), data_dir=data)
 
@@ -104,7 +103,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="record")
     ap.add_argument("--run", type=Path, help="export this run's weights instead of fresh ones")
-    ap.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "pgolf-bench-builtin"))
+    ap.add_argument("--data", help="dataset (default: the preset's builtin corpus in the temp directory, built once)")
     ap.add_argument("--quant", choices=["rtn", "gptq", "both"], default="both")
     ap.add_argument("--calib-seqs", type=int, default=8, help="GPTQ calibration sequences")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -117,11 +116,12 @@ def main() -> None:
         frontier_stages(args)
         return
 
-    data = ensure_data(Path(args.data))
+    cfg = load_config(args.preset, [], environ={})
+    data = preset_data(cfg, args.data or Path(tempfile.gettempdir()) / f"pgolf-bench-builtin-{args.preset}")
     quants = ["rtn", "gptq"] if args.quant == "both" else [args.quant]
     rows, results = [], {}
     with tempfile.TemporaryDirectory() as tmp:
-        run = args.run or fresh_run(Path(tmp) / "run", args.preset, data)
+        run = args.run or fresh_run(Path(tmp) / "run", cfg, data)
         for quant in quants:
             rep = export_run(
                 run,

@@ -28,15 +28,6 @@ from pgolf.config import load_config  # noqa: E402
 from pgolf.model.flops import training_flops_per_token  # noqa: E402
 
 
-def ensure_data(path: Path) -> Path:
-    """The seed's builtin corpus (sp1024, no sidecar) at `path`, built if missing."""
-    if not (path / "manifest.json").is_file():
-        from pgolf.data.builtin import build_builtin
-
-        build_builtin(path, log=lambda *a, **k: None)
-    return path
-
-
 def preset_data(cfg, data: str | Path | None) -> Path:
     """The preset's own builtin dataset (its vocabulary, CaseOps and byte sidecar: frontier-tiny's
     is SP8192-CaseOps) at `--data` or, without it, at the preset's path; built if missing as
